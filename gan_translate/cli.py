@@ -1,0 +1,104 @@
+"""Command-line entry points: ``train.py``, ``python -m gan_translate <command>`` and the console scripts.
+
+Every command turns a ``UserError`` into one line on stderr and exit code 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from gan_translate.errors import EXIT_USER_ERROR, UserError
+
+COMMANDS_HELP = """usage: python -m gan_translate <command> [options]
+
+commands:
+  train    train a model:  python -m gan_translate train --model cyclegan [--dataroot DIR] [options]
+           (same as train.py; `accelerate launch train.py ...` for several processes or GPUs)
+
+`python -m gan_translate <command> --help` lists a command's options."""
+
+
+def _user_message(err: BaseException) -> str:
+    """One line, also for a UserError re-raised from a DataLoader worker (whose text embeds a traceback)."""
+    text = str(err)
+    if "Original Traceback" in text and "UserError: " in text:
+        text = text.rsplit("UserError: ", 1)[1]
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorator: a UserError (also one raised inside a data-loading worker) -> 'error: ...' and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        try:
+            return func(*args, **kwargs) or 0
+        except UserError as err:
+            message = _user_message(err)
+        except RuntimeError as err:  # DataLoader re-raises a worker's exception with the original type's name
+            if "UserError" not in str(err):
+                raise
+            message = _user_message(err)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        if os.environ.get("RANK", "0") == "0":  # one line per job, not one per process
+            print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+    return wrapper
+
+
+def parse_train_options(argv: Sequence[str], prog: str = "train.py"):
+    """Resolves a model's options from options/<model>.yaml, --config, a resumed run's config and the command line."""
+    from gan_translate import config
+    from gan_translate.engine.trainer import default_run_name
+    from gan_translate.models import MODELS, model_class
+
+    argv = list(argv)
+    if "-h" in argv or "--help" in argv:
+        name = config.peek(argv, "model") or "cyclegan"
+        config._build_parser(model_class(name).Options, prog).print_help()
+        print(f"\nmodels: {', '.join(sorted(MODELS))}")
+        raise SystemExit(0)
+    model_name = config.peek(argv, "model")
+    if model_name is None and config.peek(argv, "config"):
+        model_name = config.read_yaml(config.peek(argv, "config")).get("model")
+    cls = model_class(model_name or "cyclegan")
+    options = config.resolve(cls.Options, cls.name, argv, prog=prog)
+    if not options.name:
+        options.name = default_run_name(options)
+    saved = Path(options.checkpoints_dir) / options.name / "config.yaml"
+    if options.continue_train:
+        if not saved.is_file():
+            raise UserError(f"option --continue_train: no run to resume at {saved.parent} (check --name)")
+        options = config.resolve(cls.Options, cls.name, argv, prog=prog, run_config=saved)
+        options.continue_train = True
+    return options
+
+
+@user_errors_exit
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``train.py`` / ``gan-translate-train``."""
+    from gan_translate.engine.trainer import train
+
+    options = parse_train_options(sys.argv[1:] if argv is None else argv)
+    train(options)
+    return 0
+
+
+@user_errors_exit
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate <command> ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands: dict[str, Callable[[Sequence[str]], int]] = {"train": train_main.__wrapped__}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(COMMANDS_HELP)
+        return 0
+    if argv[0] not in commands:
+        raise UserError(f"unknown command '{argv[0]}' (choose from {', '.join(commands)})")
+    return commands[argv[0]](argv[1:])

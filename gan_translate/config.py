@@ -1,0 +1,294 @@
+"""Options: one typed dataclass per model, filled from YAML files and the command line, validated in one place.
+
+Resolution order, later wins:
+  1. the dataclass defaults (``TrainOptions`` and the model's subclass),
+  2. ``options/<model>.yaml`` -- the paper's defaults,
+  3. ``options/<model>_quick.yaml`` when no ``--dataroot`` is given (the built-in data and a run of a few minutes),
+  4. the saved ``config.yaml`` of the run when ``--continue_train`` finds one,
+  5. ``--config FILE``,
+  6. command-line options.
+Option names follow the pix2pix/CycleGAN reference implementation so its users feel at home. Every mistake is a
+``UserError`` with one line that names the option (and the closest valid name for a typo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from gan_translate.errors import UserError
+
+OPTIONS_DIR = Path(__file__).resolve().parent.parent / "options"
+
+
+def choice(default: Any, choices: Sequence[Any], help: str) -> Any:
+    """A field whose value must be one of ``choices``."""
+    return field(default=default, metadata={"choices": tuple(choices), "help": help})
+
+
+def opt(default: Any, help: str, *, minimum: float | None = None) -> Any:
+    """A field with help text and an optional lower bound."""
+    return field(default=default, metadata={"help": help, "minimum": minimum})
+
+
+@dataclass
+class TrainOptions:
+    """Options every trained model shares (reference names; defaults as in the reference unless said)."""
+
+    # --- run
+    model: str = opt("cyclegan", "model name (see --help for the list)")
+    name: str = opt("", "run name; checkpoints go to checkpoints_dir/name (default: <model>_<dataset>)")
+    dataroot: str = opt("", "data folder; empty or 'builtin' = the built-in synthetic facades")
+    checkpoints_dir: str = opt("checkpoints", "where runs are saved")
+    config: str = opt("", "a YAML file of options (overridden by the command line)")
+    seed: int = opt(0, "random seed: weights, data order and augmentation are a function of it")
+    # --- networks
+    input_nc: int = choice(3, (1, 3), "channels of the input images (1 = grayscale)")
+    output_nc: int = choice(3, (1, 3), "channels of the output images (1 = grayscale)")
+    ngf: int = opt(64, "generator filters in the last conv layer", minimum=1)
+    ndf: int = opt(64, "discriminator filters in the first conv layer", minimum=1)
+    netG: str = opt("resnet_9blocks", "generator: resnet_<k>blocks or unet_<N> (N a power of two >= 32)")
+    netD: str = choice("basic", ("basic", "n_layers", "pixel"), "discriminator: basic = 70x70 PatchGAN")
+    n_layers_D: int = opt(3, "discriminator depth when netD is n_layers", minimum=1)
+    norm: str = choice("instance", ("instance", "batch", "none"), "normalisation layers")
+    init_type: str = choice("normal", ("normal", "xavier", "kaiming", "orthogonal"), "weight initialisation")
+    init_gain: float = opt(0.02, "scale of the initialisation", minimum=0.0)
+    no_dropout: bool = opt(False, "no dropout in the generator")
+    upsample: str = choice("transposed", ("transposed", "resize"),
+                           "generator upsampling; resize = nearest + conv, against checkerboard artifacts")
+    # --- data
+    dataset_mode: str = choice("unaligned", ("aligned", "unaligned", "single"), "how the data folder is organised")
+    direction: str = choice("AtoB", ("AtoB", "BtoA"), "translation direction")
+    phase: str = opt("train", "data split to train on (a subfolder of dataroot)")
+    serial_batches: bool = opt(False, "take images in order (and pair unaligned B in order) instead of shuffling")
+    num_threads: int = opt(2, "data loading worker processes (0 = load in the main process)", minimum=0)
+    batch_size: int = opt(1, "images per batch per process", minimum=1)
+    load_size: int = opt(286, "scale images to this size before cropping", minimum=1)
+    crop_size: int = opt(256, "then crop to this size", minimum=1)
+    max_dataset_size: int = opt(0, "use at most this many images per domain (0 = all)", minimum=0)
+    preprocess: str = choice("resize_and_crop",
+                             ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
+                             "image preprocessing at load time")
+    no_flip: bool = opt(False, "no random horizontal flips")
+    skip_bad_images: bool = opt(False, "skip unreadable images (counted and reported) instead of stopping")
+    # --- schedule and optimisation
+    n_epochs: int = opt(100, "epochs at the initial learning rate", minimum=0)
+    n_epochs_decay: int = opt(100, "epochs to decay the learning rate to zero", minimum=0)
+    max_steps: int = opt(0, "stop after this many steps in total (0 = run all epochs)", minimum=0)
+    lr: float = opt(0.0002, "initial Adam learning rate", minimum=0.0)
+    beta1: float = opt(0.5, "Adam beta1", minimum=0.0)
+    gan_mode: str = choice("lsgan", ("vanilla", "lsgan", "wgangp", "hinge"), "adversarial loss")
+    pool_size: int = opt(50, "past fakes kept for the discriminator (0 = no pool)", minimum=0)
+    lr_policy: str = choice("linear", ("linear", "step", "plateau", "cosine"), "learning-rate schedule (per epoch)")
+    lr_decay_iters: int = opt(50, "step policy: multiply by 0.1 every this many epochs", minimum=1)
+    mixed_precision: str = choice("no", ("no", "fp16", "bf16"), "mixed precision, handed to Accelerate")
+    # --- logging and checkpoints
+    print_freq: int = opt(100, "log losses every this many steps", minimum=1)
+    display_freq: int = opt(400, "log an image grid every this many steps", minimum=1)
+    save_latest_freq: int = opt(5000, "save a checkpoint every this many steps", minimum=1)
+    save_epoch_freq: int = opt(5, "keep a checkpoint every this many epochs", minimum=1)
+    keep_last: int = opt(3, "step checkpoints kept (epoch checkpoints are all kept)", minimum=1)
+    continue_train: bool = opt(False, "resume the run from its latest checkpoint, with its full state")
+
+    def validate(self) -> None:
+        """Checks that involve several options; models extend it."""
+        if not re.fullmatch(r"resnet_[1-9]\d*blocks|unet_\d+", self.netG):
+            raise UserError(f"option --netG: '{self.netG}' is not resnet_<k>blocks or unet_<N>")
+        if self.netG.startswith("unet_"):
+            size = int(self.netG[5:])
+            if size < 32 or size & (size - 1):
+                raise UserError(f"option --netG: unet size {size} must be a power of two >= 32")
+        if "crop" in self.preprocess and self.load_size < self.crop_size and self.preprocess != "crop":
+            raise UserError(f"option --crop_size: {self.crop_size} is larger than --load_size {self.load_size}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.n_epochs + self.n_epochs_decay
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading values
+# ----------------------------------------------------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """Turns a YAML or command-line value into the field's type, or says which option is wrong."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(str(value)) if not isinstance(value, (int, float)) else int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        expected = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a string")
+        raise UserError(f"option --{name}: expected {expected}, got '{value}'") from None
+
+
+def _field_types(options_cls: type) -> dict[str, type]:
+    kinds = {"bool": bool, "int": int, "float": float, "str": str}
+    return {f.name: kinds[f.type if isinstance(f.type, str) else f.type.__name__] for f in fields(options_cls)}
+
+
+def _unknown(name: str, known: Sequence[str], where: str) -> UserError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean --{close[0]}?)" if close else ""
+    return UserError(f"unknown option --{name}{where}{hint}")
+
+
+def _apply(values: dict[str, Any], layer: dict[str, Any], types: dict[str, type], where: str) -> None:
+    for key, value in layer.items():
+        if key not in types:
+            raise _unknown(key, list(types), where)
+        values[key] = _coerce(key, value, types[key])
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of options; a syntax error or a missing file is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: expected a mapping of option: value")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, exit 2 at the entry point) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def _build_parser(options_cls: type, prog: str) -> _Parser:
+    parser = _Parser(prog=prog, allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                     description=(options_cls.__doc__ or "").strip())
+    for f in fields(options_cls):
+        kind = _field_types(options_cls)[f.name]
+        help_text = f.metadata.get("help", "")
+        if "choices" in f.metadata:
+            help_text += f" {{{'|'.join(map(str, f.metadata['choices']))}}}"
+        help_text += f" (default: {f.default})"
+        if kind is bool:  # `--no_flip` alone means true; `--no_flip false` undoes a YAML value
+            parser.add_argument(f"--{f.name}", nargs="?", const="true", metavar="BOOL", help=help_text)
+        else:
+            parser.add_argument(f"--{f.name}", metavar=kind.__name__.upper(), help=help_text)
+    return parser
+
+
+def parse_cli(options_cls: type, argv: Sequence[str], prog: str = "train.py") -> dict[str, Any]:
+    """The options given on the command line, as raw strings keyed by name."""
+    parser = _build_parser(options_cls, prog)
+    known, rest = parser.parse_known_args(list(argv))
+    if rest:
+        bad = next((a for a in rest if a.startswith("-")), rest[0])
+        if bad.startswith("-"):
+            raise _unknown(bad.lstrip("-").split("=")[0], [f.name for f in fields(options_cls)], "")
+        raise UserError(f"unexpected argument '{bad}' (options are written --name value)")
+    return vars(known)
+
+
+def peek(argv: Sequence[str], name: str) -> str | None:
+    """The value of one option before the full parse (used to pick the model's schema)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Putting it together
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def validate(options_cls: type, values: dict[str, Any]) -> Any:
+    """Builds the dataclass from resolved values and runs every check."""
+    for f in fields(options_cls):
+        value = values.get(f.name, f.default)
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            valid = ", ".join(map(str, f.metadata["choices"]))
+            raise UserError(f"option --{f.name}: '{value}' is not one of {valid}")
+        minimum = f.metadata.get("minimum")
+        if minimum is not None and value < minimum:
+            raise UserError(f"option --{f.name}: {value} is below the minimum {minimum}")
+    options = options_cls(**values)
+    options.validate()
+    return options
+
+
+def resolve(options_cls: type, model: str, argv: Sequence[str], *, prog: str = "train.py",
+            run_config: Path | None = None) -> Any:
+    """Resolved, validated options for ``model`` from its YAML files, a saved run and the command line.
+
+    ``run_config`` is the saved config.yaml of a run being resumed; it replaces the model's YAML files.
+    """
+    types = _field_types(options_cls)
+    cli = parse_cli(options_cls, argv, prog)
+    values: dict[str, Any] = {}
+    if run_config is not None:
+        _apply(values, read_yaml(run_config), types, f" in {run_config}")
+    else:
+        for path in model_yaml_files(model, quick=not cli.get("dataroot") and not _config_dataroot(cli)):
+            _apply(values, read_yaml(path), types, f" in {path}")
+    if cli.get("config"):
+        _apply(values, read_yaml(cli["config"]), types, f" in {cli['config']}")
+    _apply(values, cli, types, "")
+    values["model"] = model
+    return validate(options_cls, values)
+
+
+def _config_dataroot(cli: dict[str, Any]) -> str:
+    return str(read_yaml(cli["config"]).get("dataroot") or "") if cli.get("config") else ""
+
+
+def model_yaml_files(model: str, *, quick: bool) -> list[Path]:
+    """options/<model>.yaml, then options/<model>_quick.yaml when the built-in data is used."""
+    names = [f"{model}.yaml"] + ([f"{model}_quick.yaml"] if quick else [])
+    return [OPTIONS_DIR / n for n in names if (OPTIONS_DIR / n).is_file()]
+
+
+def load_options(options_cls: type, path: str | Path) -> Any:
+    """Options saved beside a checkpoint (config.yaml), validated against the model's schema."""
+    values: dict[str, Any] = {}
+    _apply(values, read_yaml(path), _field_types(options_cls), f" in {path}")
+    return validate(options_cls, values)

@@ -1,0 +1,371 @@
+"""Datasets of the pix2pix/CycleGAN reference (aligned, unaligned, single), a seeded epoch sampler and the DataLoader.
+
+Determinism: the sampler's order is a function of (seed, epoch) and every item's random crop/flip/partner draw comes
+from a ``random.Random`` derived from (seed, epoch, index). The data stream therefore does not depend on worker count,
+process, or how many items were drawn before -- what exact resume and identical multi-GPU runs need.
+
+Conventions: the returned "A" is always the network input (``input_nc`` channels) and "B" the target (``output_nc``);
+``direction: BtoA`` swaps the sources here, so models never need to know the direction.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import random
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gan_translate.data.images import ImageReadError, list_images, load_image, probe_image
+from gan_translate.data.transforms import build_transform, get_params, needs_upscale, resized_size
+from gan_translate.errors import UserError
+
+Size = tuple[int, int]
+_DIRECTIONS = ("AtoB", "BtoA")
+_CHANNELS = (1, 3)
+
+
+class DataOptions(Protocol):
+    """The options the datasets read (names of the reference implementation)."""
+
+    dataroot: str
+    phase: str
+    dataset_mode: str
+    direction: str
+    input_nc: int
+    output_nc: int
+    preprocess: str
+    load_size: int
+    crop_size: int
+    no_flip: bool
+    serial_batches: bool
+    max_dataset_size: int | float
+    seed: int
+    skip_bad_images: bool
+
+
+# --- seeds ---------------------------------------------------------------------------------------------------------
+
+
+def stable_hash(*numbers: int) -> int:
+    """A 64-bit hash of integers that is the same in every process and run (unlike Python's salted ``hash``)."""
+    text = ":".join(str(int(n)) for n in numbers).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def item_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The random generator of one item: a pure function of (seed, epoch, index)."""
+    return random.Random(stable_hash(seed, epoch, index))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` pairs in an order fixed by (seed, epoch); call ``set_epoch`` before each epoch.
+
+    Passing the epoch along with the index lets the dataset seed each item's augmentation from (seed, epoch, index).
+
+    Args:
+        dataset_len: number of items.
+        shuffle: a fresh permutation each epoch (else 0, 1, 2, ...).
+        seed: the run's seed.
+    """
+
+    def __init__(self, dataset_len: int, *, shuffle: bool, seed: int) -> None:
+        self.dataset_len = int(dataset_len)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> list[int]:
+        """The item indices of ``epoch``, in the order they are yielded."""
+        if not self.shuffle:
+            return list(range(self.dataset_len))
+        generator = torch.Generator()
+        generator.manual_seed(stable_hash(self.seed, epoch) >> 1)  # manual_seed wants a value below 2**63
+        return torch.randperm(self.dataset_len, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return iter([(epoch, index) for index in self.order(epoch)])
+
+    def __len__(self) -> int:
+        return self.dataset_len
+
+
+# --- shared machinery ----------------------------------------------------------------------------------------------
+
+
+def _limit(paths: list[str], max_size: int | float | None) -> list[str]:
+    """Keep the first ``max_size`` paths; 0, None or infinity mean no limit."""
+    if not max_size or max_size >= len(paths):
+        return paths
+    return paths[: int(max_size)]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _split_key(key: int | tuple[int, int], length: int) -> tuple[int, int]:
+    epoch, index = key if isinstance(key, tuple) else (0, key)
+    epoch, index = int(epoch), int(index)
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} out of range for a dataset of {length} items")
+    return epoch, index
+
+
+def _check_choice(name: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+class ImageDataset(Dataset, abc.ABC):
+    """Base of the image datasets: header scan of bad files, item seeding and skipping of undecodable images.
+
+    Subclasses fill their file lists with ``_scan`` in ``__init__`` and implement ``__len__`` and ``_load_item``.
+
+    Attributes:
+        skipped: ``(path, reason)`` of every file dropped because it could not be read (``skip_bad_images``). Files
+            dropped while loading inside DataLoader worker processes are recorded in those processes only.
+    """
+
+    def __init__(self, opt: DataOptions) -> None:
+        _check_choice("direction", opt.direction, _DIRECTIONS)
+        _check_choice("input_nc", opt.input_nc, _CHANNELS)
+        _check_choice("output_nc", opt.output_nc, _CHANNELS)
+        resized_size(opt, (1, 1))  # validates preprocess before any file is read
+        self.opt = opt
+        self.seed = int(opt.seed)
+        self.skip_bad = bool(getattr(opt, "skip_bad_images", False))
+        self.swap = opt.direction == "BtoA"
+        self.skipped: list[tuple[str, str]] = []
+        self._upscale_warned = False
+
+    # Scanning happens once, at construction, so a non-image is reported before hours of training, not during them.
+    def _scan(
+        self, folder: Path, paths: list[str], check: Callable[[str, Size], Size] | None = None
+    ) -> tuple[list[str], list[Size]]:
+        """Read every file's header; keep the readable ones with their size (as ``check`` maps it, if given)."""
+        good: list[str] = []
+        sizes: list[Size] = []
+        skipped_here = 0
+        for path in paths:
+            try:
+                size = probe_image(path)
+                size = check(path, size) if check else size
+            except ImageReadError as err:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append((err.path, err.reason))
+                skipped_here += 1
+                continue
+            good.append(path)
+            sizes.append(size)
+        if skipped_here:
+            path, reason = self.skipped[-skipped_here]
+            _log(f"skipped {skipped_here} unreadable image(s) in {folder}; first: {path}: {reason}")
+        if not good:
+            raise UserError(f"no readable images in {folder} ({skipped_here} skipped as unreadable)")
+        self._warn_small(folder, good, sizes)
+        return good, sizes
+
+    def _warn_small(self, folder: Path, paths: list[str], sizes: list[Size]) -> None:
+        """One warning per dataset, naming one image too small for the crop (it will be upscaled, not refused)."""
+        small = [(path, size) for path, size in zip(paths, sizes) if needs_upscale(self.opt, size)]
+        if not small or self._upscale_warned:
+            return
+        self._upscale_warned = True
+        path, (width, height) = small[0]
+        _log(
+            f"warning: {len(small)} image(s) in {folder} are too small for crop_size {self.opt.crop_size} and will be "
+            f"upscaled, e.g. {path} ({width}x{height})"
+        )
+
+    def _transform(self, img: Image.Image, params: dict, channels: int) -> torch.Tensor:
+        return build_transform(self.opt, params, grayscale=channels == 1)(img)
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of items."""
+
+    @abc.abstractmethod
+    def _load_item(self, index: int, rng: random.Random) -> dict:
+        """Item ``index`` with every random choice drawn from ``rng``."""
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """An item by index (epoch 0) or by ``(epoch, index)`` as ``EpochSampler`` yields them.
+
+        With ``skip_bad_images``, an image that fails to decode is recorded in ``skipped`` and the next index is used
+        instead (deterministically: the substitute is the item (epoch, index + 1), and so on).
+        """
+        length = len(self)
+        epoch, index = _split_key(key, length)
+        for offset in range(length):
+            current = (index + offset) % length
+            try:
+                return self._load_item(current, item_rng(self.seed, epoch, current))
+            except ImageReadError as err:
+                if not self.skip_bad:
+                    raise
+                if all(path != err.path for path, _ in self.skipped):
+                    self.skipped.append((err.path, err.reason))
+                    _log(f"skipping unreadable image {err.path}: {err.reason}")
+        raise UserError(f"every image of the dataset failed to decode (first: {self.skipped[0][0]})")
+
+
+# --- the three layouts of the reference ----------------------------------------------------------------------------
+
+
+def _side_by_side_half(path: str, size: Size) -> Size:
+    """The size of each half of an A|B image, or an error naming a file that is not twice as wide as high."""
+    width, height = size
+    if width != 2 * height:
+        raise ImageReadError(
+            path,
+            f"is {width}x{height}, not twice as wide as high",
+            f"{path} is {width}x{height}: aligned images hold A and B side by side, "
+            "so the width must be twice the height",
+        )
+    return width // 2, height
+
+
+class AlignedDataset(ImageDataset):
+    """Paired images in the pix2pix format: ``dataroot/<phase>/`` holds A|B side by side in one file.
+
+    Both halves get the same crop and flip. Items: ``{"A", "B", "A_paths", "B_paths"}`` (both paths name the file).
+    """
+
+    def __init__(self, opt: DataOptions) -> None:
+        super().__init__(opt)
+        self.root = Path(opt.dataroot) / opt.phase
+        paths = _limit(list_images(self.root), opt.max_dataset_size)
+        self.paths, self.sizes = self._scan(self.root, paths, check=_side_by_side_half)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load_item(self, index: int, rng: random.Random) -> dict:
+        path = self.paths[index]
+        pair = load_image(path, channels=3)
+        half = pair.width // 2
+        left, right = pair.crop((0, 0, half, pair.height)), pair.crop((half, 0, 2 * half, pair.height))
+        source, target = (right, left) if self.swap else (left, right)
+        params = get_params(self.opt, source.size, rng)
+        return {
+            "A": self._transform(source, params, self.opt.input_nc),
+            "B": self._transform(target, params, self.opt.output_nc),
+            "A_paths": path,
+            "B_paths": path,
+        }
+
+
+class UnalignedDataset(ImageDataset):
+    """Unpaired images in the CycleGAN format: ``dataroot/<phase>A`` and ``dataroot/<phase>B``.
+
+    The length is the larger folder's; item i takes A image ``i % len(A)`` and B image ``i % len(B)`` with
+    ``serial_batches``, else a B image drawn from the item's generator. A and B are cropped and flipped independently.
+    Items: ``{"A", "B", "A_paths", "B_paths"}``.
+    """
+
+    def __init__(self, opt: DataOptions) -> None:
+        super().__init__(opt)
+        root = Path(opt.dataroot)
+        self.dir_a, self.dir_b = root / f"{opt.phase}A", root / f"{opt.phase}B"
+        if self.swap:
+            self.dir_a, self.dir_b = self.dir_b, self.dir_a
+        self.a_paths, self.a_sizes = self._scan(self.dir_a, _limit(list_images(self.dir_a), opt.max_dataset_size))
+        self.b_paths, self.b_sizes = self._scan(self.dir_b, _limit(list_images(self.dir_b), opt.max_dataset_size))
+        self.serial = bool(opt.serial_batches)
+
+    def __len__(self) -> int:
+        return max(len(self.a_paths), len(self.b_paths))
+
+    def _load_item(self, index: int, rng: random.Random) -> dict:
+        # Draw the partner first so an item's draws do not depend on image sizes; a random partner per item keeps
+        # fixed A/B pairings from forming when the folders' lengths share a factor.
+        b_index = index % len(self.b_paths) if self.serial else rng.randrange(len(self.b_paths))
+        a_path, b_path = self.a_paths[index % len(self.a_paths)], self.b_paths[b_index]
+        a_img = load_image(a_path, channels=self.opt.input_nc)
+        b_img = load_image(b_path, channels=self.opt.output_nc)
+        a_params = get_params(self.opt, a_img.size, rng)
+        b_params = get_params(self.opt, b_img.size, rng)
+        return {
+            "A": self._transform(a_img, a_params, self.opt.input_nc),
+            "B": self._transform(b_img, b_params, self.opt.output_nc),
+            "A_paths": a_path,
+            "B_paths": b_path,
+        }
+
+
+class SingleDataset(ImageDataset):
+    """One folder of images (``dataroot`` itself, recursively), e.g. for translating a test set one way.
+
+    Items: ``{"A", "A_paths"}``, with ``input_nc`` channels (A is the network input whatever the direction).
+    """
+
+    def __init__(self, opt: DataOptions) -> None:
+        super().__init__(opt)
+        self.root = Path(opt.dataroot)
+        self.paths, self.sizes = self._scan(self.root, _limit(list_images(self.root), opt.max_dataset_size))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load_item(self, index: int, rng: random.Random) -> dict:
+        path = self.paths[index]
+        img = load_image(path, channels=self.opt.input_nc)
+        params = get_params(self.opt, img.size, rng)
+        return {"A": self._transform(img, params, self.opt.input_nc), "A_paths": path}
+
+
+DATASET_MODES: dict[str, type[ImageDataset]] = {
+    "aligned": AlignedDataset,
+    "unaligned": UnalignedDataset,
+    "single": SingleDataset,
+}
+
+
+def create_dataset(opt: DataOptions) -> Dataset:
+    """The dataset ``opt.dataset_mode`` names, over ``opt.dataroot``.
+
+    Raises:
+        UserError: unknown mode, missing dataroot, missing/empty folders, unreadable images (see ``skip_bad_images``).
+    """
+    if opt.dataset_mode not in DATASET_MODES:
+        raise UserError(f"unknown dataset_mode {opt.dataset_mode!r}; valid: {', '.join(sorted(DATASET_MODES))}")
+    root = Path(opt.dataroot)
+    if not root.is_dir():
+        raise UserError(f"dataroot not found: {root}")
+    return DATASET_MODES[opt.dataset_mode](opt)
+
+
+def create_dataloader(
+    dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int, drop_last: bool = False
+) -> DataLoader:
+    """A DataLoader driven by an ``EpochSampler`` (reach it as ``loader.sampler`` to call ``set_epoch``).
+
+    Workers persist between epochs (their start-up is the slow part); memory is pinned only when CUDA can use it.
+
+    Raises:
+        UserError: ``drop_last`` with fewer items than one batch, which would make every epoch empty.
+    """
+    if drop_last and len(dataset) < batch_size:
+        raise UserError(
+            f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size} (lower batch_size)"
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=seed),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+    )

@@ -1,0 +1,173 @@
+"""Preprocessing of the pix2pix/CycleGAN reference (Isola et al. 2017; Zhu et al. 2017): resize, random crop, flip.
+
+The random choices (crop position, flip) are drawn once per item by ``get_params`` from a ``random.Random`` the caller
+owns, then applied by the transform ``build_transform`` returns. Keeping the draw separate lets a paired dataset apply
+one crop and flip to both halves, and taking the generator as an argument (never the global random/numpy/torch state)
+makes every item a pure function of (seed, epoch, index): resumed and multi-GPU runs see exactly the same data.
+
+Departures from the reference: "none" keeps the image size as it is (the networks pad to their stride and crop back),
+and an image smaller than ``crop_size`` is upscaled until its short side fits the crop instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from PIL import Image
+
+from gan_translate.data.images import pil_to_tensor
+from gan_translate.errors import UserError
+
+BICUBIC = Image.Resampling.BICUBIC
+
+Size = tuple[int, int]  # (width, height), as PIL reports it
+
+
+class PreprocessOptions(Protocol):
+    """The options the transforms read (a config object or a ``types.SimpleNamespace``)."""
+
+    preprocess: str
+    load_size: int
+    crop_size: int
+    no_flip: bool
+
+
+# --- the resize stage of each mode ---------------------------------------------------------------------------------
+
+
+def _keep(size: Size, load_size: int, crop_size: int) -> Size:
+    return size
+
+
+def _resize_square(size: Size, load_size: int, crop_size: int) -> Size:
+    return load_size, load_size
+
+
+def _scale_width(size: Size, load_size: int, crop_size: int) -> Size:
+    """Width to ``load_size`` keeping the aspect ratio, but never lower than ``crop_size`` (as the reference does)."""
+    width, height = size
+    if width == load_size and height >= crop_size:
+        return size
+    return load_size, int(max(load_size * height / width, crop_size))
+
+
+_RESIZE: dict[str, Callable[[Size, int, int], Size]] = {
+    "resize_and_crop": _resize_square,
+    "crop": _keep,
+    "scale_width": _scale_width,
+    "scale_width_and_crop": _scale_width,
+    "none": _keep,
+}
+_CROPPING = frozenset({"resize_and_crop", "crop", "scale_width_and_crop"})
+PREPROCESS_MODES: tuple[str, ...] = tuple(_RESIZE)
+
+
+def _check_mode(preprocess: str) -> None:
+    if preprocess not in _RESIZE:
+        raise UserError(f"unknown preprocess {preprocess!r}; valid: {', '.join(PREPROCESS_MODES)}")
+
+
+def _resized(preprocess: str, load_size: int, crop_size: int, size: Size) -> Size:
+    width, height = _RESIZE[preprocess](size, load_size, crop_size)
+    if preprocess in _CROPPING and min(width, height) < crop_size:
+        # Too small to crop: scale up (aspect kept) until the short side is the crop; ceil keeps both sides >= crop.
+        scale = crop_size / min(width, height)
+        width = max(crop_size, math.ceil(width * scale - 1e-9))
+        height = max(crop_size, math.ceil(height * scale - 1e-9))
+    return width, height
+
+
+def resized_size(opt: PreprocessOptions, size: Size) -> Size:
+    """The size an image of ``size`` has after the resize stage (before the crop), small-image upscale included."""
+    _check_mode(opt.preprocess)
+    return _resized(opt.preprocess, opt.load_size, opt.crop_size, size)
+
+
+def needs_upscale(opt: PreprocessOptions, size: Size) -> bool:
+    """True when an image of ``size`` is too small for the crop and will be upscaled (worth a warning)."""
+    _check_mode(opt.preprocess)
+    if opt.preprocess not in _CROPPING:
+        return False
+    width, height = _RESIZE[opt.preprocess](size, opt.load_size, opt.crop_size)
+    return min(width, height) < opt.crop_size
+
+
+def output_size(opt: PreprocessOptions, size: Size) -> Size:
+    """The (width, height) of the tensor the transform makes from an image of ``size``."""
+    if opt.preprocess in _CROPPING:
+        return opt.crop_size, opt.crop_size
+    return resized_size(opt, size)
+
+
+# --- random parameters and the transform ---------------------------------------------------------------------------
+
+
+def get_params(opt: PreprocessOptions, size: Size, rng: random.Random) -> dict:
+    """Draw one item's crop position and flip from ``rng``.
+
+    Three values are always drawn (x, y, flip), whatever the mode, so an item's stream of draws has the same shape for
+    every option set.
+
+    Returns:
+        ``{"crop_pos": (x, y), "flip": bool}``; x and y are offsets into the resized image.
+    """
+    width, height = resized_size(opt, size)
+    x = rng.randint(0, max(0, width - opt.crop_size))
+    y = rng.randint(0, max(0, height - opt.crop_size))
+    flip = rng.random() > 0.5
+    return {"crop_pos": (x, y), "flip": flip and not opt.no_flip}
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """PIL image -> float32 CHW tensor in [-1, 1]: grayscale?, resize, crop, flip, normalise (picklable)."""
+
+    preprocess: str
+    load_size: int
+    crop_size: int
+    crop_pos: tuple[int, int]
+    flip: bool
+    grayscale: bool
+    method: Image.Resampling = BICUBIC
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = img.convert("L" if self.grayscale else "RGB")
+        target = _resized(self.preprocess, self.load_size, self.crop_size, img.size)
+        if target != img.size:
+            img = img.resize(target, self.method)
+        if self.preprocess in _CROPPING:
+            # Clamp so parameters drawn for a slightly different size can never crop past the edge (PIL would pad).
+            x = min(self.crop_pos[0], img.width - self.crop_size)
+            y = min(self.crop_pos[1], img.height - self.crop_size)
+            img = img.crop((x, y, x + self.crop_size, y + self.crop_size))
+        if self.flip:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return pil_to_tensor(img)
+
+
+def build_transform(
+    opt: PreprocessOptions, params: dict, grayscale: bool, method: Image.Resampling = BICUBIC
+) -> ImageTransform:
+    """The transform for one item, applying ``params`` from ``get_params`` (crop position, flip).
+
+    Args:
+        opt: reads ``preprocess``, ``load_size``, ``crop_size``, ``no_flip``.
+        params: ``{"crop_pos": (x, y), "flip": bool}``; no flip happens when ``opt.no_flip`` is set.
+        grayscale: make a 1-channel tensor (else 3 channels).
+        method: the resampling filter for resizes.
+    """
+    _check_mode(opt.preprocess)
+    x, y = params["crop_pos"]
+    return ImageTransform(
+        preprocess=opt.preprocess,
+        load_size=opt.load_size,
+        crop_size=opt.crop_size,
+        crop_pos=(int(x), int(y)),
+        flip=bool(params["flip"]) and not opt.no_flip,
+        grayscale=grayscale,
+        method=method,
+    )

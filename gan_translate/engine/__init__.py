@@ -1,0 +1,1 @@
+"""The training loop, checkpoints and LR schedules shared by every model."""

@@ -1,0 +1,176 @@
+"""Checkpoints that survive crashes and never execute code on load.
+
+A run folder ``checkpoints/NAME/`` holds ``config.yaml`` (the resolved options), TensorBoard logs, sample grids and
+checkpoint folders ``step_00001200/`` (rotated, the last ``keep_last`` kept) and ``epoch_005/`` (kept), each with:
+  net_<name>.safetensors   one file per network (a generator loads for inference from its file alone)
+  training_state.pt        optimizers, schedulers, counters, RNG states, image pools; tensors and plain python
+                           values only, read back with ``torch.load(weights_only=True)``
+  config.yaml              the options it was trained with
+A checkpoint is written into a hidden temporary folder and renamed into place, then the ``LATEST`` file is replaced
+atomically; a crash at any moment leaves the previous latest checkpoint intact and loadable.
+
+We write these files ourselves rather than with ``Accelerator.save_state``: save_state writes in place (a crash
+mid-write corrupts the latest state) and pickles RNG states and custom objects, which must then be unpickled on load.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gan_translate.errors import UserError
+
+LATEST = "LATEST"
+STATE_FILE = "training_state.pt"
+CONFIG_FILE = "config.yaml"
+_STEP_DIR = re.compile(r"step_(\d+)$")
+_EPOCH_DIR = re.compile(r"epoch_(\d+)$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replaces ``path`` by ``text`` so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def net_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's tensors, unwrapped from DDP, contiguous and unshared as safetensors requires."""
+    net = getattr(net, "module", net)
+    return {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+
+
+def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], state: dict[str, Any],
+                    config_yaml: str, keep_last: int) -> Path:
+    """Writes checkpoint ``run_dir/tag`` atomically, points LATEST at it and rotates old step checkpoints."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / tag
+    tmp = run_dir / f".tmp-{tag}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, net in nets.items():
+            save_file(net_state(net), str(tmp / f"net_{name}.safetensors"))
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(config_yaml)
+        for child in tmp.iterdir():
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():  # re-saving a tag (e.g. the same step twice): swap, then drop the old one
+            old = run_dir / f".old-{tag}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(run_dir)
+        write_text_atomic(run_dir / LATEST, tag + "\n")
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"could not write checkpoint {final}: {err.strerror or err}") from None
+    _rotate(run_dir, keep_last)
+    return final
+
+
+def _rotate(run_dir: Path, keep_last: int) -> None:
+    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP_DIR.match(p.name)))
+    latest = (run_dir / LATEST).read_text().strip() if (run_dir / LATEST).exists() else ""
+    for _, path in steps[:-keep_last]:
+        if path.name != latest:
+            shutil.rmtree(path, ignore_errors=True)
+    for stale in run_dir.glob(".tmp-*"):  # leftovers of a crashed write by an earlier process
+        if not stale.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first (by step recorded in the folder name or state)."""
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and (_STEP_DIR.match(p.name) or _EPOCH_DIR.match(p.name))]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def find_checkpoint(run_dir: str | Path, which: str = "latest") -> Path:
+    """The checkpoint folder for ``which``: 'latest', an epoch number, or a folder name (step_00000100)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no run found at {run_dir} (check --name and --checkpoints_dir)")
+    if which == "latest":
+        pointer = run_dir / LATEST
+        if pointer.exists():
+            candidate = run_dir / pointer.read_text().strip()
+            if (candidate / STATE_FILE).exists():
+                return candidate
+        existing = list_checkpoints(run_dir)
+        if not existing:
+            raise UserError(f"no checkpoint in {run_dir} (train first, or check --name)")
+        return existing[-1]
+    candidate = run_dir / (f"epoch_{int(which):03d}" if str(which).isdigit() else str(which))
+    if not candidate.is_dir():
+        names = ", ".join(p.name for p in list_checkpoints(run_dir)) or "none"
+        raise UserError(f"checkpoint '{which}' not found in {run_dir} (available: {names})")
+    return candidate
+
+
+def load_net(net: nn.Module, ckpt_dir: Path, name: str) -> None:
+    """Loads ``net_<name>.safetensors`` into ``net``; a mismatch names the key and both shapes."""
+    path = ckpt_dir / f"net_{name}.safetensors"
+    if not path.is_file():
+        raise UserError(f"checkpoint {ckpt_dir} has no network '{name}' (missing {path.name})")
+    try:
+        saved = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    target = getattr(net, "module", net)
+    expected = target.state_dict()
+    for key, tensor in expected.items():
+        if key not in saved:
+            raise UserError(f"{path}: key '{key}' is missing -- the checkpoint was trained with other network "
+                            "options (netG, netD, ngf, ndf, norm, n_layers_D)")
+        if saved[key].shape != tensor.shape:
+            raise UserError(f"{path}: key '{key}' has shape {tuple(saved[key].shape)} but the network expects "
+                            f"{tuple(tensor.shape)} -- the checkpoint was trained with other network options")
+    extra = sorted(set(saved) - set(expected))
+    if extra:
+        raise UserError(f"{path}: unexpected key '{extra[0]}' -- the checkpoint was trained with other network "
+                        "options (netG, netD, ngf, ndf, norm, n_layers_D)")
+    target.load_state_dict(saved)
+
+
+def load_state(ckpt_dir: Path) -> dict[str, Any]:
+    """The training state of a checkpoint, unpickled with torch's weights-only loader (no code runs)."""
+    path = ckpt_dir / STATE_FILE
+    if not path.is_file():
+        raise UserError(f"checkpoint {ckpt_dir} has no {STATE_FILE}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"refusing to load {path}: not a plain training state ({first[:160]})") from None

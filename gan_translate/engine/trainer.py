@@ -1,0 +1,274 @@
+"""The one training loop, for every model, on CPU, one GPU, many GPUs or many machines (Hugging Face Accelerate).
+
+    accelerate launch train.py --model cyclegan                  # built-in data, quick preset
+    accelerate launch --multi_gpu --num_processes 2 train.py ... # DDP (gloo on a CPU machine)
+
+The loop knows the model contract only (models/base.py): it builds the data, the model and its LR schedulers, hands
+networks, optimizers and the loader to ``Accelerator.prepare``, and then per step calls ``model.training_step``; it
+logs losses, learning rates and image grids to TensorBoard, saves checkpoints and resumes from them exactly (the data
+stream is a function of (seed, epoch, index), and RNG states, pools and schedulers are restored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from tqdm.auto import tqdm
+
+from gan_translate.config import TrainOptions
+from gan_translate.data import create_dataloader, create_dataset
+from gan_translate.data.builtin import ensure_builtin_dataset
+from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
+from gan_translate.engine.schedules import build_scheduler
+from gan_translate.errors import UserError
+from gan_translate.models import StepContext, TranslationModel, create_model
+
+BUILTIN = ("", "builtin")
+
+
+def resolve_dataroot(options: TrainOptions) -> str:
+    """The folder to read: the user's, or the built-in synthetic facades in the view the dataset mode needs."""
+    if options.dataroot not in BUILTIN:
+        return options.dataroot
+    root = ensure_builtin_dataset()
+    return str(root / ("aligned" if options.dataset_mode == "aligned" else "unaligned"))
+
+
+def default_run_name(options: TrainOptions) -> str:
+    data = "builtin" if options.dataroot in BUILTIN else Path(options.dataroot.rstrip("/")).name or "data"
+    return f"{options.model}_{data}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RNG state: plain tensors and python values, so that the state file loads with weights_only=True
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where the run is: the counters saved in every checkpoint."""
+
+    step: int = 0  # optimisation steps done
+    epoch: int = 0  # current epoch, 0-based
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+
+
+class Trainer:
+    """Runs one training job described by ``options`` (a model's options dataclass)."""
+
+    def __init__(self, options: TrainOptions) -> None:
+        self.opt = options
+        self.run_dir = Path(options.checkpoints_dir) / options.name
+        self.accelerator = Accelerator(
+            mixed_precision=options.mixed_precision,
+            log_with="tensorboard",
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
+        )
+        acc = self.accelerator
+        set_seed(options.seed)  # the same initial weights on every rank
+        with acc.main_process_first():
+            options.dataroot = resolve_dataroot(options)
+            self.dataset = create_dataset(options)
+        loader = create_dataloader(self.dataset, batch_size=options.batch_size, shuffle=not options.serial_batches,
+                                   seed=options.seed, num_workers=options.num_threads)
+        self.model: TranslationModel = create_model(options).to(acc.device)
+        self.schedulers = {name: build_scheduler(optim, options.lr_policy, n_epochs=options.n_epochs,
+                                                 n_epochs_decay=options.n_epochs_decay,
+                                                 lr_decay_iters=options.lr_decay_iters)
+                           for name, optim in self.model.optimizers.items()}
+        self.progress = Progress()
+        if options.continue_train:
+            self._resume()
+
+        names = list(self.model.nets.keys())
+        opt_names = list(self.model.optimizers.keys())
+        prepared = acc.prepare(*[self.model.nets[n] for n in names],
+                               *[self.model.optimizers[n] for n in opt_names], loader)
+        for name, module in zip(names, prepared[: len(names)]):
+            self.model.nets[name] = module
+        for name, optim in zip(opt_names, prepared[len(names): len(names) + len(opt_names)]):
+            self.model.optimizers[name] = optim
+        self.loader = prepared[-1]
+
+    # ---- state
+    def _resume(self) -> None:
+        ckpt = find_checkpoint(self.run_dir, "latest")
+        for name, net in self.model.nets.items():
+            load_net(net, ckpt, name)
+        state = load_state(ckpt)
+        for name, optim in self.model.optimizers.items():
+            optim.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        self.model.load_extra_state(state["model"])
+        self.progress = Progress(**state["progress"])
+        rank = self.accelerator.process_index
+        rng = state["rng"]
+        restore_rng(rng[rank] if rank < len(rng) else rng[0])
+        if state.get("scaler") and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.accelerator.print(f"resumed from {ckpt} at step {self.progress.step}, epoch {self.progress.epoch + 1}")
+
+    def save(self, tag: str) -> None:
+        """Every rank contributes its RNG state; the main process writes the checkpoint."""
+        acc = self.accelerator
+        rng_states = gather_object([capture_rng()]) if acc.num_processes > 1 else [capture_rng()]
+        if acc.is_main_process:
+            state = {
+                "progress": vars(self.progress).copy(),
+                "optimizers": {k: o.state_dict() for k, o in self.model.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "model": self.model.extra_state(),
+                "rng": rng_states,
+                "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+            }
+            save_checkpoint(self.run_dir, tag, nets=dict(self.model.nets.items()), state=state,
+                            config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last)
+        acc.wait_for_everyone()
+
+    # ---- logging
+    def _log_images(self, tracker: Any) -> None:
+        visuals = self.model.visuals()
+        if not visuals:
+            return
+        tiles = [v[0].detach().float().cpu() for v in visuals.values()]
+        tiles = [t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in tiles]
+        columns = getattr(self.model, "grid_columns", len(tiles))
+        grid = torchvision.utils.make_grid([(t + 1) / 2 for t in tiles], nrow=columns, padding=2).clamp(0, 1)
+        tracker.writer.add_image("samples/" + "|".join(visuals), grid, self.progress.step)
+        samples = self.run_dir / "samples"
+        samples.mkdir(exist_ok=True)
+        torchvision.utils.save_image(grid, samples / f"step_{self.progress.step:08d}.png")
+
+    def _learning_rates(self) -> dict[str, float]:
+        return {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.model.optimizers.items()}
+
+    # ---- the loop
+    def fit(self) -> Path:
+        opt, acc, model, progress = self.opt, self.accelerator, self.model, self.progress
+        steps_per_epoch = len(self.loader)
+        if steps_per_epoch == 0:
+            raise UserError(f"dataroot {opt.dataroot}: fewer images than one batch (batch_size {opt.batch_size})")
+        total = opt.total_epochs * steps_per_epoch
+        if opt.max_steps:
+            total = min(total, opt.max_steps)
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_FILE).write_text(opt.to_yaml())
+        acc.init_trackers("tensorboard")
+        tracker = acc.get_tracker("tensorboard", unwrap=False) if acc.is_main_process else None
+        if tracker is not None:
+            tracker.writer.add_text("config", "```\n" + opt.to_yaml() + "```", progress.step)
+        bar = tqdm(total=total, initial=progress.step, disable=not acc.is_local_main_process, dynamic_ncols=True,
+                   desc=opt.name)
+        model.train()
+        epoch_losses: list[float] = []
+        stopped = progress.step >= total
+        while not stopped and progress.epoch < opt.total_epochs:
+            self.loader.set_epoch(progress.epoch)
+            batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
+                       if progress.batch_in_epoch else self.loader)
+            for batch in batches:
+                ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=acc.backward)
+                logs = model.training_step(batch, ctx)
+                progress.step += 1
+                progress.batch_in_epoch += 1
+                epoch_losses.append(sum(logs.values()))
+                bar.update(1)
+                if progress.step % opt.print_freq == 0 or progress.step == 1:
+                    bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
+                                        " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
+                    acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
+                             "epoch": progress.epoch + 1}, step=progress.step)
+                if tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
+                    self._log_images(tracker)
+                if progress.step % opt.save_latest_freq == 0:
+                    self.save(f"step_{progress.step:08d}")
+                if progress.step >= total:
+                    stopped = True
+                    break
+            if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
+                self._end_epoch(epoch_losses)
+                epoch_losses = []
+        bar.close()
+        if tracker is not None:
+            self._log_images(tracker)
+        self.save(f"step_{progress.step:08d}")
+        self.check_ranks_in_sync()
+        acc.end_training()
+        acc.print(f"done: {progress.step} steps, checkpoints in {self.run_dir}")
+        return self.run_dir
+
+    def _end_epoch(self, losses: list[float]) -> None:
+        progress = self.progress
+        for sched in self.schedulers.values():
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(float(np.mean(losses)) if losses else 0.0)
+            else:
+                sched.step()
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+        if progress.epoch % self.opt.save_epoch_freq == 0:
+            self.save(f"epoch_{progress.epoch:03d}")
+
+    def check_ranks_in_sync(self) -> None:
+        """With several processes, compares a digest of every network's weights across ranks and fails if they
+        differ (they must not: DDP averages gradients and every rank steps the same optimizer)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return
+        digest = hashlib.sha256()
+        for name, net in sorted(self.model.nets.items()):
+            for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):
+                digest.update(name.encode() + key.encode())
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        digests = gather_object([digest.hexdigest()])
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks diverged: weight digests {digests}")
+        acc.print(f"weights identical on all {acc.num_processes} ranks (sha256 {digests[0][:16]})")
+
+
+def train(options: TrainOptions) -> Path:
+    """Trains the model that ``options`` describes; returns the run folder."""
+    if not options.name:
+        options.name = default_run_name(options)
+    if math.isinf(options.lr) or math.isnan(options.lr):
+        raise UserError(f"option --lr: {options.lr} is not a finite number")
+    return Trainer(options).fit()

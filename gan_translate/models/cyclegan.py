@@ -1,0 +1,125 @@
+"""CycleGAN: unpaired translation with cycle consistency.
+
+Zhu, Park, Isola, Efros, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks", ICCV 2017.
+G_A: A->B and G_B: B->A (ResNet generators), D_A judges B-domain images and D_B A-domain images (PatchGANs).
+Losses: LSGAN; cycle L1 x lambda_A / lambda_B; identity L1 x lambda_identity * lambda (0.5 * 10 = 5 by default, the
+main knob against colour inversion); D's loss halved; each D sees a pool of 50 past fakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan_translate.config import TrainOptions, opt
+from gan_translate.engine.image_pool import ImagePool
+from gan_translate.errors import UserError
+from gan_translate.models.base import StepContext, TranslationModel, register_model
+from gan_translate.nets import bare, build_discriminator, build_generator, set_requires_grad
+
+
+@dataclass
+class CycleGANOptions(TrainOptions):
+    """CycleGAN options (paper defaults live in options/cyclegan.yaml)."""
+
+    lambda_A: float = opt(10.0, "weight of the cycle loss A -> B -> A", minimum=0.0)
+    lambda_B: float = opt(10.0, "weight of the cycle loss B -> A -> B", minimum=0.0)
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B (0 = off)", minimum=0.0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.lambda_identity > 0 and self.input_nc != self.output_nc:
+            raise UserError(f"option --lambda_identity: the identity loss needs input_nc == output_nc "
+                            f"(got {self.input_nc} and {self.output_nc}); set --lambda_identity 0")
+
+
+@register_model("cyclegan")
+class CycleGANModel(TranslationModel):
+    """Two generators and two discriminators trained jointly on unpaired domains A and B."""
+
+    Options = CycleGANOptions
+    inference_nets = ("G_A", "G_B")
+    grid_columns = 3
+
+    def __init__(self, options: CycleGANOptions, *, training: bool = True) -> None:
+        super().__init__(options, training=training)
+        o = options
+        init = dict(init_type=o.init_type, init_gain=o.init_gain)
+        gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample, **init)
+        self.nets["G_A"] = build_generator(o.netG, o.input_nc, o.output_nc, **gen)
+        self.nets["G_B"] = build_generator(o.netG, o.output_nc, o.input_nc, **gen)
+        if training:
+            disc = dict(ndf=o.ndf, n_layers_D=o.n_layers_D, norm=o.norm, **init)
+            self.nets["D_A"] = build_discriminator(o.netD, o.output_nc, **disc)
+            self.nets["D_B"] = build_discriminator(o.netD, o.input_nc, **disc)
+            self.optimizers = {"G": self.adam("G_A", "G_B"), "D": self.adam("D_A", "D_B")}
+            # The pools draw from their own generators so that a resumed run replays the same choices.
+            self.fake_a_pool = ImagePool(o.pool_size, torch.Generator().manual_seed(o.seed * 2 + 1))
+            self.fake_b_pool = ImagePool(o.pool_size, torch.Generator().manual_seed(o.seed * 2 + 2))
+        self.l1 = nn.L1Loss()
+        self._last: dict[str, torch.Tensor] = {}
+
+    def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
+        o = self.opt
+        real_a, real_b = batch["A"], batch["B"]
+        g_a, g_b, d_a, d_b = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+
+        fake_b = g_a(real_a)
+        rec_a = g_b(fake_b)
+        fake_a = g_b(real_b)
+        rec_b = g_a(fake_a)
+
+        # Generators, against frozen discriminators.
+        set_requires_grad([d_a, d_b], False)
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        loss_idt = real_a.new_zeros(())
+        if o.lambda_identity > 0:
+            # G_A fed a B image should leave it alone (and G_B an A image): keeps colours from drifting.
+            idt_a = g_a(real_b)
+            idt_b = g_b(real_a)
+            loss_idt_a = self.l1(idt_a, real_b) * o.lambda_B * o.lambda_identity
+            loss_idt_b = self.l1(idt_b, real_a) * o.lambda_A * o.lambda_identity
+            loss_idt = loss_idt_a + loss_idt_b
+            logs.update(idt_A=loss_idt_a.item(), idt_B=loss_idt_b.item())
+        loss_g_a = self.gan_loss(bare(d_a)(fake_b), True, for_discriminator=False)
+        loss_g_b = self.gan_loss(bare(d_b)(fake_a), True, for_discriminator=False)
+        loss_cycle_a = self.l1(rec_a, real_a) * o.lambda_A
+        loss_cycle_b = self.l1(rec_b, real_b) * o.lambda_B
+        ctx.backward(loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt)
+        self.optimizers["G"].step()
+
+        # Discriminators, each on a mix of fresh and pooled fakes.
+        set_requires_grad([d_a, d_b], True)
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        loss_d_a = self.discriminator_loss(d_a, real_b, self.fake_b_pool.query(fake_b.detach()))
+        loss_d_b = self.discriminator_loss(d_b, real_a, self.fake_a_pool.query(fake_a.detach()))
+        ctx.backward(loss_d_a + loss_d_b)
+        self.optimizers["D"].step()
+
+        self._last = {k: v.detach() for k, v in (("real_A", real_a), ("fake_B", fake_b), ("rec_A", rec_a),
+                                                 ("real_B", real_b), ("fake_A", fake_a), ("rec_B", rec_b))}
+        logs.update(D_A=loss_d_a.item(), G_A=loss_g_a.item(), cycle_A=loss_cycle_a.item(),
+                    D_B=loss_d_b.item(), G_B=loss_g_b.item(), cycle_B=loss_cycle_b.item())
+        return logs
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        return dict(self._last)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"fake_A_pool": self.fake_a_pool.state_dict(), "fake_B_pool": self.fake_b_pool.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.fake_a_pool.load_state_dict(state["fake_A_pool"])
+        self.fake_b_pool.load_state_dict(state["fake_B_pool"])
+
+    def translate(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = {}
+        if "A" in batch:
+            out["fake_B"] = self.nets["G_A"](batch["A"])
+        if "B" in batch:
+            out["fake_A"] = self.nets["G_B"](batch["B"])
+        return out

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny data sets made by the package itself, and the options of a run that takes seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gan_translate.data.builtin import ensure_builtin_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in facades at 32 px: 8 train and 2 test pairs, in both views (aligned/ and unaligned/)."""
+    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), seed=3, size=32, n_train=8, n_test=2)
+
+
+def tiny_run(model: str, data: Path, checkpoints: Path, name: str, *extra: str) -> list[str]:
+    """Command-line options for a run of a few seconds on 32 px images with small networks."""
+    view = "aligned" if model == "pix2pix" else "unaligned"
+    net_g = "unet_32" if model == "pix2pix" else "resnet_2blocks"
+    return ["--model", model, "--dataroot", str(data / view), "--checkpoints_dir", str(checkpoints), "--name", name,
+            "--netG", net_g, "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32",
+            "--batch_size", "2", "--num_threads", "0", "--n_epochs", "1", "--n_epochs_decay", "2",
+            "--print_freq", "1", "--display_freq", "2", "--save_latest_freq", "1000", *extra]

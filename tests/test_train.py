@@ -1,0 +1,119 @@
+"""End to end: pix2pix and CycleGAN train a few steps, write checkpoints, TensorBoard events and samples, and resume
+exactly; two processes under `accelerate launch` keep identical weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gan_translate.cli import train_main
+from gan_translate.engine.checkpoint import find_checkpoint, load_state
+from tests.conftest import REPO, SHARED_DATA, tiny_run
+
+NETS = {"pix2pix": ("G", "D"), "cyclegan": ("G_A", "G_B", "D_A", "D_B")}
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(ckpt.glob("net_*.safetensors")):
+        out.update({f"{f.stem}.{k}": v for k, v in load_file(str(f)).items()})
+    return out
+
+
+def events(run: Path) -> EventAccumulator:
+    files = list((run / "logs").rglob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard events under {run}"
+    acc = EventAccumulator(str(files[0].parent), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+def test_trains_and_writes_everything(model: str, tiny_data: Path, tmp_path: Path) -> None:
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "run", "--max_steps", "5")) == 0
+    run = tmp_path / "run"
+    ckpt = find_checkpoint(run)
+    assert ckpt.name == "step_00000005"
+    assert sorted(p.stem for p in ckpt.glob("net_*.safetensors")) == sorted(f"net_{n}" for n in NETS[model])
+    state = load_state(ckpt)
+    assert state["progress"] == {"step": 5, "epoch": 1, "batch_in_epoch": 1}  # 4 batches per epoch
+    assert (run / "config.yaml").read_text() == (ckpt / "config.yaml").read_text()
+    assert "model: " + model in (run / "config.yaml").read_text()
+    assert sorted(p.name for p in (run / "samples").glob("*.png"))[:2] == ["step_00000001.png", "step_00000002.png"]
+
+    tb = events(run)
+    scalars = tb.Tags()["scalars"]
+    expected_losses = {"pix2pix": ["loss/G_GAN", "loss/G_L1", "loss/D"],
+                       "cyclegan": ["loss/D_A", "loss/G_A", "loss/cycle_A", "loss/idt_A", "loss/D_B", "loss/cycle_B"]}
+    for tag in expected_losses[model] + ["lr/G", "lr/D"]:
+        assert tag in scalars, (tag, scalars)
+    assert [e.step for e in tb.Scalars("lr/G")] == [1, 2, 3, 4, 5]
+    # The linear policy keeps lr for n_epochs=1 epoch, then decays: epoch 2 runs at 2/3 of it.
+    lrs = [e.value for e in tb.Scalars("lr/G")]
+    assert lrs[:4] == pytest.approx([2e-4] * 4) and lrs[4] == pytest.approx(2e-4 * 2 / 3)
+    assert any(t.startswith("samples/real_A") for t in tb.Tags()["images"])
+    assert "config/text_summary" in tb.Tags()["tensors"]
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+def test_resume_is_exact(model: str, tiny_data: Path, tmp_path: Path) -> None:
+    """6 steps straight == 3 steps, stop, --continue_train to 6 (crossing an epoch boundary, where the LR decays)."""
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "straight", "--max_steps", "6")) == 0
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "3")) == 0
+    first = weights(find_checkpoint(tmp_path / "resumed"))
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "6", "--continue_train")) == 0
+    straight = weights(find_checkpoint(tmp_path / "straight"))
+    resumed = weights(find_checkpoint(tmp_path / "resumed"))
+    assert straight.keys() == resumed.keys()
+    assert not all(torch.equal(first[k], resumed[k]) for k in first), "the resumed run did not train"
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), f"{key} differs after resume"
+    s_state, r_state = load_state(find_checkpoint(tmp_path / "straight")), load_state(find_checkpoint(tmp_path / "resumed"))
+    assert s_state["progress"] == r_state["progress"] == {"step": 6, "epoch": 1, "batch_in_epoch": 2}
+    assert s_state["schedulers"]["G"]["last_epoch"] == r_state["schedulers"]["G"]["last_epoch"] == 1
+
+
+def test_checkpoints_rotate_and_epochs_are_kept(tiny_data: Path, tmp_path: Path) -> None:
+    argv = tiny_run("pix2pix", tiny_data, tmp_path, "rot", "--max_steps", "9", "--save_latest_freq", "2",
+                    "--keep_last", "2", "--save_epoch_freq", "1")
+    assert train_main(argv) == 0
+    run = tmp_path / "rot"
+    names = sorted(p.name for p in run.iterdir() if p.is_dir() and p.name.startswith(("step_", "epoch_")))
+    assert names == ["epoch_001", "epoch_002", "step_00000008", "step_00000009"]
+    assert (run / "LATEST").read_text().strip() == "step_00000009"
+    assert not list(run.glob(".tmp-*"))
+
+
+def test_two_processes_stay_in_sync(tiny_data: Path, tmp_path: Path) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU: two gloo processes, DDP, identical weights."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    assert accelerate, "accelerate's launcher is not installed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    argv = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
+            *tiny_run("cyclegan", tiny_data, tmp_path, "ddp", "--max_steps", "3")]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in proc.stdout + proc.stderr
+    state = load_state(find_checkpoint(tmp_path / "ddp"))
+    # 8 images, 2 per batch per process: 2 steps per epoch, so step 3 is the first batch of epoch 2.
+    assert state["progress"] == {"step": 3, "epoch": 1, "batch_in_epoch": 1}
+    assert len(state["rng"]) == 2
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "facades").is_dir(), reason="../shared/data/facades is absent")
+def test_pix2pix_on_real_facades(tmp_path: Path) -> None:
+    argv = ["--model", "pix2pix", "--dataroot", str(SHARED_DATA / "facades"), "--direction", "BtoA",
+            "--checkpoints_dir", str(tmp_path), "--name", "facades", "--netG", "unet_32", "--ngf", "8", "--ndf", "8",
+            "--load_size", "36", "--crop_size", "32", "--max_dataset_size", "6", "--batch_size", "2",
+            "--num_threads", "0", "--max_steps", "3"]
+    assert train_main(argv) == 0
+    assert (find_checkpoint(tmp_path / "facades") / "net_G.safetensors").is_file()
