@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gan_translate.config import TrainOptions, opt
-from gan_translate.engine.image_pool import ImagePool
+from gan_translate.models.image_pool import ImagePool
 from gan_translate.errors import UserError
 from gan_translate.models.base import StepContext, TranslationModel, register_model
 from gan_translate.nets import bare, build_discriminator, build_generator, set_requires_grad
