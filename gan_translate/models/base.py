@@ -68,6 +68,8 @@ class TranslationModel(nn.Module, ABC):
     Options: ClassVar[type[TrainOptions]] = TrainOptions
     # Networks needed to translate; a checkpoint loaded for inference restores only these.
     inference_nets: ClassVar[tuple[str, ...]] = ()
+    # Style-transfer models translate {"A": content, "style": style image}; test.py then needs --style_dir.
+    needs_style: ClassVar[bool] = False
 
     def __init__(self, options: TrainOptions, *, training: bool = True) -> None:
         super().__init__()
