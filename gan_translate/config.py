@@ -25,7 +25,9 @@ import yaml
 
 from gan_translate.errors import UserError
 
-OPTIONS_DIR = Path(__file__).resolve().parent.parent / "options"
+# options/ at the top of a source checkout; a regular (non-editable) install carries a copy as gan_translate/options.
+_SOURCE_OPTIONS = Path(__file__).resolve().parent.parent / "options"
+OPTIONS_DIR = _SOURCE_OPTIONS if _SOURCE_OPTIONS.is_dir() else Path(__file__).resolve().parent / "options"
 
 
 def choice(default: Any, choices: Sequence[Any], help: str) -> Any:
