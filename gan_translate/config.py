@@ -97,7 +97,11 @@ class TrainOptions:
     save_latest_freq: int = opt(5000, "save a checkpoint every this many steps", minimum=1)
     save_epoch_freq: int = opt(5, "keep a checkpoint every this many epochs", minimum=1)
     keep_last: int = opt(3, "step checkpoints kept (epoch checkpoints are all kept)", minimum=1)
+    val_freq: int = opt(0, "every this many steps, PSNR/SSIM/L1 on the val (else test) split, logged as val/<metric> "
+                           "(0 = off)", minimum=0)
     continue_train: bool = opt(False, "resume the run from its latest checkpoint, with its full state")
+    max_bad_steps: int = opt(5, "stop after this many consecutive steps with a NaN/Inf loss (each is skipped)",
+                             minimum=1)
 
     def validate(self) -> None:
         """Checks that involve several options; models extend it."""

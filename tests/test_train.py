@@ -93,19 +93,20 @@ def test_checkpoints_rotate_and_epochs_are_kept(tiny_data: Path, tmp_path: Path)
 
 
 def test_two_processes_stay_in_sync(tiny_data: Path, tmp_path: Path) -> None:
-    """`accelerate launch --multi_gpu --num_processes 2` on CPU: two gloo processes, DDP, identical weights."""
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU: two gloo processes, DDP, identical weights -- also
+    with data that does not split evenly over the ranks (7 images, batches of 2 per process)."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     assert accelerate, "accelerate's launcher is not installed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     argv = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
-            *tiny_run("cyclegan", tiny_data, tmp_path, "ddp", "--max_steps", "3")]
+            *tiny_run("cyclegan", tiny_data, tmp_path, "ddp", "--max_dataset_size", "7", "--n_epochs_decay", "1")]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "weights identical on all 2 ranks" in proc.stdout + proc.stderr
     state = load_state(find_checkpoint(tmp_path / "ddp"))
-    # 8 images, 2 per batch per process: 2 steps per epoch, so step 3 is the first batch of epoch 2.
-    assert state["progress"] == {"step": 3, "epoch": 1, "batch_in_epoch": 1}
+    # 7 images, 2 per batch per process: 2 steps per epoch (the last batch is completed by wrapping around), 2 epochs.
+    assert state["progress"] == {"step": 4, "epoch": 2, "batch_in_epoch": 0}
     assert len(state["rng"]) == 2
 
 

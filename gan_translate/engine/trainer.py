@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 from gan_translate.config import TrainOptions
 from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
+from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
+from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuard
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.errors import UserError
 from gan_translate.models import StepContext, TranslationModel, create_model
@@ -40,6 +42,8 @@ def resolve_dataroot(options: TrainOptions) -> str:
     """The folder to read: the user's, or the built-in synthetic facades in the view the dataset mode needs."""
     if options.dataroot not in BUILTIN:
         return options.dataroot
+    if options.dataset_mode == "styles":  # facade renderings as photos, label maps in procedural styles
+        return str(ensure_builtin_styles())
     root = ensure_builtin_dataset()
     return str(root / ("aligned" if options.dataset_mode == "aligned" else "unaligned"))
 
@@ -123,9 +127,25 @@ class Trainer:
                                *[self.model.optimizers[n] for n in opt_names], loader)
         for name, module in zip(names, prepared[: len(names)]):
             self.model.nets[name] = module
+        self.guard = StepGuard(acc.backward, self._all_reduce_min, options.max_bad_steps)
         for name, optim in zip(opt_names, prepared[len(names): len(names) + len(opt_names)]):
-            self.model.optimizers[name] = optim
+            self.model.optimizers[name] = GuardedOptimizer(optim, self.guard)
         self.loader = prepared[-1]
+
+    def _all_reduce_min(self, value: torch.Tensor) -> torch.Tensor:
+        """The minimum over ranks (so that every rank takes the same decision and DDP's collectives match)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        value = value.to(self.accelerator.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+        return value.cpu()
+
+    def _stop_requested(self, stop: GracefulStop) -> str | None:
+        """Whether any rank received SIGINT/SIGTERM (agreed on by all ranks, so they stop at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return stop.requested
+        flag = self._all_reduce_min(torch.tensor([0.0 if stop.requested else 1.0]))
+        return (stop.requested or "a signal on another rank") if flag.item() < 1 else None
 
     # ---- state
     def _resume(self) -> None:
@@ -177,6 +197,14 @@ class Trainer:
         samples.mkdir(exist_ok=True)
         torchvision.utils.save_image(grid, samples / f"step_{self.progress.step:08d}.png")
 
+    def _validate(self) -> None:
+        """Metrics on the validation split (--val_freq), logged as val/<metric>; training state is not touched."""
+        from gan_translate.evaluate.validation import validation_metrics  # only runs that validate load it
+
+        scores = validation_metrics(self.model, self.opt)
+        if scores:
+            self.accelerator.log(scores, step=self.progress.step)
+
     def _learning_rates(self) -> dict[str, float]:
         return {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.model.optimizers.items()}
 
@@ -201,39 +229,57 @@ class Trainer:
         model.train()
         epoch_losses: list[float] = []
         stopped = progress.step >= total
+        signal_stop = GracefulStop().install()
+        interrupted = None
         while not stopped and progress.epoch < opt.total_epochs:
             self.loader.set_epoch(progress.epoch)
             batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
                        if progress.batch_in_epoch else self.loader)
             for batch in batches:
-                ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=acc.backward)
+                self.guard.begin_step()
+                ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
                 logs = model.training_step(batch, ctx)
                 progress.step += 1
                 progress.batch_in_epoch += 1
-                epoch_losses.append(sum(logs.values()))
+                warning = self.guard.end_step(logs, progress.step)
+                if warning:
+                    if acc.is_local_main_process:
+                        bar.write(warning)
+                    acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
+                else:
+                    epoch_losses.append(sum(logs.values()))
                 bar.update(1)
                 if progress.step % opt.print_freq == 0 or progress.step == 1:
                     bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
                                         " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
                     acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
                              "epoch": progress.epoch + 1}, step=progress.step)
-                if tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
+                good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
+                if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
                     self._log_images(tracker)
-                if progress.step % opt.save_latest_freq == 0:
+                if good and progress.step % opt.save_latest_freq == 0:
                     self.save(f"step_{progress.step:08d}")
-                if progress.step >= total:
+                if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
+                    self._validate()
+                interrupted = self._stop_requested(signal_stop)
+                if progress.step >= total or interrupted:
                     stopped = True
                     break
             if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
                 self._end_epoch(epoch_losses)
                 epoch_losses = []
         bar.close()
-        if tracker is not None:
+        signal_stop.restore()
+        if tracker is not None and not self.guard.bad:
             self._log_images(tracker)
         self.save(f"step_{progress.step:08d}")
         self.check_ranks_in_sync()
         acc.end_training()
-        acc.print(f"done: {progress.step} steps, checkpoints in {self.run_dir}")
+        if interrupted:
+            acc.print(f"stopped by {interrupted} at step {progress.step}; checkpoint saved in {self.run_dir}, "
+                      "resume with --continue_train")
+        else:
+            acc.print(f"done: {progress.step} steps, checkpoints in {self.run_dir}")
         return self.run_dir
 
     def _end_epoch(self, losses: list[float]) -> None:
