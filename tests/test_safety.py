@@ -176,3 +176,45 @@ def test_sigkill_at_random_moments_leaves_a_loadable_latest(tiny_data: Path, tmp
         model = cls(load_options(cls.Options, ckpt / "config.yaml"), training=True)
         for name, net in model.nets.items():
             load_net(net, ckpt, name)
+
+
+def _aligned_folder_with_a_truncated_jpeg(root: Path) -> Path:
+    import io
+
+    from PIL import Image
+
+    train = root / "train"
+    train.mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (64, 32), (40 * i, 90, 200)).save(train / f"{i}.jpg")
+    noise = io.BytesIO()
+    Image.effect_noise((64, 32), 60).convert("RGB").save(noise, "JPEG")
+    (train / "9_truncated.jpg").write_bytes(noise.getvalue()[:400])
+    return root
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_bad_image_stops_with_its_name_or_is_skipped(tmp_path: Path, workers: str,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    data = _aligned_folder_with_a_truncated_jpeg(tmp_path / "data")
+    argv = ["--model", "pix2pix", "--dataroot", str(data), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "bad",
+            "--netG", "unet_32", "--ngf", "8", "--ndf", "8", "--load_size", "32", "--crop_size", "32",
+            "--num_threads", workers, "--max_steps", "2"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: cannot read image {data / 'train' / '9_truncated.jpg'}: corrupt header (Truncated File Read)"
+    assert not (tmp_path / "ck" / "bad").exists()
+    assert train_main(argv + ["--skip_bad_images"]) == 0
+    assert "skipped 1 unreadable image(s)" in capsys.readouterr().err
+    assert find_checkpoint(tmp_path / "ck" / "bad").name == "step_00000002"
+
+
+def test_resume_with_other_network_options_names_the_key(tiny_data: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    assert train_main(tiny_run("pix2pix", tiny_data, tmp_path, "mm", "--max_steps", "1")) == 0
+    capsys.readouterr()
+    assert train_main(tiny_run("pix2pix", tiny_data, tmp_path, "mm", "--max_steps", "2", "--continue_train",
+                               "--ngf", "16")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "net_G.safetensors: key '" in err and "has shape (8," in err
+    assert "expects (16," in err and "\n" not in err
