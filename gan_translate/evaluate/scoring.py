@@ -1,0 +1,199 @@
+"""The core of testing and validation: translate a job's samples in batches, save them, score them.
+
+Images of one size are batched together (a batch must be one tensor); rows keep the order of the source. Scores are
+computed on the 8-bit values the PNG files hold (``metrics.quantize``). Nothing here loads checkpoints or writes
+pages, so the trainer's validation hook can use it on the model it is training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from gan_translate.data import save_image
+from gan_translate.evaluate.fid import SMALL_SAMPLE, FeatureSet, fid_from_features, kernel_inception_distance, \
+    small_sample_note
+from gan_translate.evaluate.gallery import GalleryRow
+from gan_translate.evaluate.inception import InceptionFeatures
+from gan_translate.evaluate.metrics import PAIRED_METRICS, mean_std, quantize
+from gan_translate.evaluate.sources import Job
+
+__all__ = ["JobResult", "run_job", "COLUMNS", "STYLE_COLUMNS", "DISTRIBUTION_METRICS"]
+
+COLUMNS = ["input", "output", "target"]
+STYLE_COLUMNS = ["content", "style", "result"]
+DISTRIBUTION_METRICS = ("fid", "kid")
+
+
+@dataclass
+class JobResult:
+    """What one job produced: gallery rows, per-image scores, the summary and notes, and timings in seconds."""
+
+    label: str
+    rows: list[GalleryRow] = field(default_factory=list)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _keep(item: Any) -> Any:
+    return item  # DataLoader collate for batch_size=None: samples come as the source made them
+
+
+class _Scorer:
+    """Accumulates one job's rows, scores and features."""
+
+    def __init__(self, model: Any, job: Job, *, metrics: set[str], device: torch.device,
+                 extractor: InceptionFeatures | None, image_dir: Path | None) -> None:
+        self.model, self.job, self.metrics, self.device = model, job, metrics, device
+        self.extractor, self.image_dir = extractor, image_dir
+        self.rows: dict[int, GalleryRow] = {}
+        self.records: dict[int, dict[str, Any]] = {}
+        self.fakes, self.reals = FeatureSet(), FeatureSet()
+        self.saved: set[str] = set()
+        self.small_for_ssim = 0
+        self.inception_seconds = 0.0
+
+    def _save(self, tensor: torch.Tensor, name: str) -> str:
+        rel = f"images/{name}.png"
+        if self.image_dir is not None and rel not in self.saved:
+            save_image(tensor, self.image_dir / f"{name}.png")
+            self.saved.add(rel)
+        return rel
+
+    def _features(self, images: torch.Tensor, into: FeatureSet) -> None:
+        start = time.perf_counter()
+        into.add(self.extractor(quantize(images).to(self.device)))
+        self.inception_seconds += time.perf_counter() - start
+
+    @torch.no_grad()
+    def flush(self, batch: list[tuple[int, dict]]) -> None:
+        job = self.job
+        inputs = torch.stack([s["input"] for _, s in batch]).to(self.device)
+        request: dict[str, Any] = {job.key: inputs, f"{job.key}_paths": [s["input_path"] for _, s in batch]}
+        if "style" in batch[0][1]:
+            request["style"] = torch.stack([s["style"] for _, s in batch]).to(self.device)
+            request["style_paths"] = [s["style_path"] for _, s in batch]
+        outputs = self.model.translate(request)
+        out = outputs.get(job.preferred, next(iter(outputs.values()))).detach().float()
+        for (index, sample), image in zip(batch, out):
+            self._row(index, sample, image.cpu())
+        if self.extractor is not None:
+            self._features(out, self.fakes)
+            targets = [s["target"] for _, s in batch if "target" in s]
+            if job.reals is None and targets and all(t.shape == targets[0].shape for t in targets):
+                self._features(torch.stack(targets), self.reals)
+
+    def _row(self, index: int, sample: dict, output: torch.Tensor) -> None:
+        stem, (r_in, r_out, r_target) = sample["stem"], self.job.roles
+        record: dict[str, Any] = {"file": sample["name"]}
+        if "style" in sample:
+            images = {"content": self._save(sample["input"], f"{sample['content_stem']}_content"),
+                      "style": self._save(sample["style"], f"style_{sample['style_stem']}"),
+                      "result": self._save(output, f"{stem}_stylized")}
+        else:
+            images = {"input": self._save(sample["input"], f"{stem}_{r_in}"),
+                      "output": self._save(output, f"{stem}_{r_out}")}
+            target = sample.get("target")
+            if target is not None:
+                images["target"] = self._save(target, f"{stem}_{r_target}")
+                if target.shape == output.shape:
+                    a, b = quantize(output)[None], quantize(target)[None]
+                    for name in (n for n in PAIRED_METRICS if n in self.metrics):  # a fixed order in the json
+                        record[name] = float(PAIRED_METRICS[name](a, b)[0])
+                    if "ssim" in record and math.isnan(record["ssim"]):
+                        self.small_for_ssim += 1
+        self.rows[index] = GalleryRow(sample["name"], images, {k: v for k, v in record.items() if k != "file"})
+        self.records[index] = record
+
+    def finish(self, result: JobResult) -> None:
+        order = sorted(self.rows)
+        result.rows = [self.rows[i] for i in order]
+        result.per_image = [self.records[i] for i in order]
+        summary: dict[str, Any] = {"images": len(order)}
+        paired = [r for r in result.per_image if len(r) > 1]
+        for name in (n for n in PAIRED_METRICS if n in self.metrics):
+            values = [r[name] for r in paired if name in r]
+            if values:
+                summary[name], summary[f"{name}_std"] = mean_std(values)
+        if paired:
+            summary["paired_images"] = len(paired)
+        elif self.metrics & set(PAIRED_METRICS) and "style" not in self.job.roles:
+            result.notes.append(f"{result.label}: no input has a true target, so PSNR/SSIM/L1 are not computed")
+        if self.small_for_ssim:
+            result.notes.append(f"{result.label}: SSIM left out for {self.small_for_ssim} image(s) smaller than the "
+                                "11x11 window")
+        self._distribution(summary, result)
+        result.summary = summary
+        result.seconds["inception"] = round(self.inception_seconds, 3)
+
+    def _distribution(self, summary: dict[str, Any], result: JobResult) -> None:
+        wanted = self.metrics & set(DISTRIBUTION_METRICS)
+        if not wanted or self.extractor is None:
+            return
+        if self.job.reals is not None:
+            start = time.perf_counter()
+            reals = self.job.reals()
+            self.inception_seconds += time.perf_counter() - start
+            for _, image in reals:  # reference images may differ in size: resize each, then batch the 299x299s
+                self._features(image[None], self.reals)
+        n_fake, n_real = len(self.fakes), len(self.reals)
+        if min(n_fake, n_real) < 2:
+            why = "no reference images of the target domain" if n_real == 0 else "fewer than two images"
+            result.notes.append(f"{result.label}: FID/KID not computed ({why})")
+            return
+        start = time.perf_counter()
+        summary["fid_images"] = [n_fake, n_real]
+        if "fid" in wanted:
+            summary["fid"] = fid_from_features(self.fakes.array(), self.reals.array())
+            if min(n_fake, n_real) < SMALL_SAMPLE:
+                result.notes.append(f"{result.label}: {small_sample_note(min(n_fake, n_real))}")
+        if "kid" in wanted:
+            summary["kid"], summary["kid_std"] = kernel_inception_distance(self.fakes.array(), self.reals.array())
+        self.inception_seconds += time.perf_counter() - start
+
+
+def run_job(model: Any, job: Job, *, metrics: set[str], batch_size: int, device: torch.device,
+            extractor: InceptionFeatures | None = None, image_dir: Path | None = None, num_workers: int = 0,
+            progress: Callable[[int], None] | None = None) -> JobResult:
+    """Translates every sample of ``job``, batching samples of equal size, and scores the results.
+
+    Args:
+        model: a ``TranslationModel`` (its ``translate`` reads ``job.key``), already on ``device`` in its mode.
+        metrics: names among psnr, ssim, l1, fid, kid.
+        extractor: Inception features for FID/KID (None: those are not computed).
+        image_dir: where PNGs go (None: nothing is written, as during validation).
+        progress: called with 1 per sample (a tqdm bar's update).
+    """
+    result = JobResult(job.label, notes=list(job.notes))
+    scorer = _Scorer(model, job, metrics=metrics, device=device, extractor=extractor, image_dir=image_dir)
+    start = time.perf_counter()
+    loader = DataLoader(job.source, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep)
+    pending: dict[tuple, list[tuple[int, dict]]] = {}
+    skipped: list[str] = []
+    for index, sample in enumerate(loader):
+        if progress is not None:
+            progress(1)
+        if "skipped" in sample:
+            skipped.append(sample["skipped"])
+            continue
+        key = (tuple(sample["input"].shape), tuple(sample["style"].shape) if "style" in sample else ())
+        group = pending.setdefault(key, [])
+        group.append((index, sample))
+        if len(group) >= batch_size:
+            scorer.flush(pending.pop(key))
+    for group in pending.values():
+        scorer.flush(group)
+    if skipped:
+        result.notes.append(f"{job.label}: skipped {len(skipped)} unreadable image(s); first: {skipped[0]}")
+    scorer.finish(result)
+    result.seconds["total"] = round(time.perf_counter() - start, 3)
+    result.seconds["translate"] = round(result.seconds["total"] - result.seconds["inception"], 3)
+    return result

@@ -1,0 +1,70 @@
+"""Metrics during training (``--val_freq N``): PSNR, SSIM and L1 on a validation split, logged as val/<metric>.
+
+The split is ``<dataroot>/val`` (aligned) or ``valA``/``valB`` (unaligned), else the test split; at most
+``VAL_IMAGES`` images, at full resolution. The networks are copied into a fresh inference model first, so validation
+touches none of the training state (BatchNorm statistics, DDP wrappers), and the random streams are forked, so a run
+with validation trains exactly as one without.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan_translate.evaluate.scoring import run_job
+from gan_translate.evaluate.sources import FORWARD_ROLES, AlignedSource, FolderSource, Job, data_options
+from gan_translate.models import TranslationModel, model_class
+from gan_translate.nets import bare
+
+__all__ = ["VAL_IMAGES", "validation_job", "validation_metrics"]
+
+VAL_IMAGES = 32
+VAL_METRICS = {"psnr", "ssim", "l1"}
+
+
+def _split(root: Path, mode: str) -> str | None:
+    for phase in ("val", "test"):
+        if mode == "aligned" and (root / phase).is_dir():
+            return phase
+        if mode == "unaligned" and (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
+            return phase
+    return None
+
+
+def validation_job(options: Any) -> Job | None:
+    """The forward direction on the validation split, or None where there is none (or no targets to score)."""
+    root, mode = Path(options.dataroot), options.dataset_mode
+    phase = _split(root, mode)
+    if phase is None:
+        return None
+    data = data_options(options, phase=phase, preprocess="none", skip_bad_images=True)
+    if mode == "aligned":
+        source = AlignedSource(data, root / phase, count=VAL_IMAGES, reverse=False, skip_bad=True)
+    else:
+        first, second = (("B", "A") if options.direction == "BtoA" else ("A", "B"))
+        source = FolderSource(data, root / f"{phase}{first}", count=VAL_IMAGES, in_channels=options.input_nc,
+                              out_channels=options.output_nc, target_folder=root / f"{phase}{second}",
+                              skip_bad=True)
+        if not source.targets:
+            return None
+    return Job("val", "A", "fake_B", FORWARD_ROLES, source)
+
+
+def validation_metrics(model: TranslationModel, options: Any) -> dict[str, float]:
+    """{'val/psnr': ..., 'val/ssim': ..., 'val/l1': ...} of ``model``'s current weights; {} when nothing to score."""
+    if model.needs_style:
+        return {}
+    job = validation_job(options)
+    if job is None:
+        return {}
+    device = next(bare(model.nets[model.inference_nets[0]]).parameters()).device
+    fresh = model_class(options.model)(options, training=False)
+    for key in fresh.inference_nets:
+        fresh.nets[key].load_state_dict(bare(model.nets[key]).state_dict())
+    fresh.to(device).train()  # the mode test.py uses by default (the reference keeps dropout at test time)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(options.seed)
+        result = run_job(fresh, job, metrics=VAL_METRICS, batch_size=1, device=device)
+    return {f"val/{k}": float(v) for k, v in result.summary.items() if k in VAL_METRICS}
