@@ -1,0 +1,497 @@
+"""Neural style transfer by optimising the pixels: Gatys et al. and the style losses that followed.
+
+    python -m gan_translate stylize --content photo.jpg --style starry.jpg --out out.png
+    python -m gan_translate stylize --content photo.jpg --style a.jpg b.jpg --style_weights 0.7 0.3 \\
+        --style_loss gram:1,mrf:0.1 --preserve_color luminance --optimizer adam --steps 800 --save_every 100
+
+Gatys, Ecker, Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016: start from the content
+image (or noise, or the style image) and minimise with L-BFGS
+
+    content_weight * sum_l w_l |F_l(x) - F_l(content)|^2 + style_weight * sum_type lambda_type sum_l w_l E_type,l(x)
+    + tv_weight * TV(x)
+
+over VGG-19 activations. The style term is any weighted mix of the losses in ``gan_translate.losses.style``: Gram
+(Gatys), shifted Gram (Berger & Memisevic 2017), MMD with linear/polynomial/Gaussian kernels and BN statistics (Li et
+al. 2017), MRF patches (Li & Wand 2016). Defaults follow Gatys et al.: content on conv4_2 and style on conv1_1 ..
+conv5_1 with equal layer weights, average pooling, L-BFGS. Their "conv4_2" is the blob of that name in Caffe, where the
+ReLU runs in place, i.e. the activation after the ReLU -- here ``relu4_2`` (and ``relu1_1`` .. ``relu5_1``), the
+layers their own PyTorch code reads. The MRF loss reads relu3_1 and relu4_1, as Li & Wand.
+
+mmd_gaussian compares random subsets of positions (``gaussian_samples``, redrawn every step) on maps larger than that,
+which makes the objective noisy: Adam copes with that better than L-BFGS.
+
+Scale of the weights: style terms are the papers' per-layer formulas (size-independent); content, MRF and TV are means.
+The defaults (content 1, style 1000, TV 0) put the two main terms in the same range for torchvision's VGG-19 judging by
+the published PyTorch settings; they were not tuned here (no weights on this machine): adjust to taste.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from gan_translate.data.colour import combine_luminance, luminance, match_colour, match_luminance
+from gan_translate.data.images import load_image, pil_to_tensor, save_image
+from gan_translate.errors import UserError
+from gan_translate.losses.style import STYLE_LOSSES, StyleLoss, content_loss, tv_loss
+from gan_translate.nets.vgg import LAYER_NAMES, RANDOM_WEIGHTS, VGG19, build_vgg19, check_layers
+
+GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+MIN_SIZE = 32  # VGG-19 pools five times: below this the deep maps vanish
+SHIFT_IMAGE_PIXELS = 16  # default shifted-Gram delta: 16 image pixels at every layer (16, 8, 4, 2, 1 map cells)
+
+
+@dataclass
+class StylizeSettings:
+    """Everything ``stylize`` needs besides the images and the network (defaults: Gatys et al. 2016)."""
+
+    image_size: int = 512  # longer side of the working resolution; the output is resized back to the content's size
+    style_scale: float = 1.0  # style images are resized to style_scale * image_size (longer side)
+    init: str = "content"  # content | noise | style
+    optimizer: str = "lbfgs"  # lbfgs | adam
+    steps: int = 500
+    lr: float = 0.0  # 0 = the optimizer's default (L-BFGS 1.0; Adam 0.08, i.e. jcjohnson's 10 on the 0..255 scale)
+    content_weight: float = 1.0
+    style_weight: float = 1e3
+    tv_weight: float = 0.0
+    style_losses: dict[str, float] = field(default_factory=lambda: {"gram": 1.0})
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    content_layer_weights: tuple[float, ...] = ()  # empty = equal, summing to 1
+    style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] = ()  # empty = equal, summing to 1 (Gatys: w_l = 1/5)
+    mrf_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
+    shift_deltas: tuple[int, ...] = ()  # one per style layer, or one for all; empty = 16 image pixels per layer
+    poly_c: float = 0.0  # MMD polynomial kernel (x.y + c)^2; c = 0 is the Gram loss
+    gaussian_samples: int = 1024  # MMD Gaussian kernel: positions compared per map
+    mrf_patch_size: int = 3
+    mrf_stride: int = 2  # synthesis patches
+    mrf_style_stride: int = 2  # style patches
+    preserve_color: str = "none"  # none | luminance | histogram
+    pool: str = "avg"
+    seed: int = 0
+    save_every: int = 0
+
+    def validate(self) -> None:
+        """One-line UserErrors naming the option."""
+        checks = [
+            (self.image_size >= MIN_SIZE, f"option --image_size: {self.image_size} is below {MIN_SIZE}"),
+            (self.style_scale > 0, f"option --style_scale: {self.style_scale} must be positive"),
+            (self.steps >= 1, f"option --steps: {self.steps} must be at least 1"),
+            (self.lr >= 0, f"option --lr: {self.lr} must be positive (0 = default)"),
+            (self.init in INITS, f"option --init: '{self.init}' is not one of {', '.join(INITS)}"),
+            (self.optimizer in OPTIMIZERS, f"option --optimizer: '{self.optimizer}' is not one of lbfgs, adam"),
+            (self.preserve_color in PRESERVE, f"option --preserve_color: '{self.preserve_color}' is not one of "
+                                              f"{', '.join(PRESERVE)}"),
+            (self.pool in ("avg", "max"), f"option --pool: '{self.pool}' is not one of avg, max"),
+            (min(self.content_weight, self.style_weight, self.tv_weight) >= 0,
+             "options --content_weight/--style_weight/--tv_weight must not be negative"),
+            (self.gaussian_samples >= 2, "option --gaussian_samples: must be at least 2"),
+            (self.mrf_patch_size >= 1 and self.mrf_stride >= 1 and self.mrf_style_stride >= 1,
+             "options --mrf_patch_size/--mrf_stride/--mrf_style_stride must be at least 1"),
+            (self.save_every >= 0, "option --save_every: must not be negative"),
+            (min(self.shift_deltas, default=0) >= 0, "option --shift_deltas: deltas must not be negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        check_layers(self.content_layers, "content_layers")
+        check_layers(self.style_layers, "style_layers")
+        check_layers(self.mrf_layers, "mrf_layers")
+        _layer_weights(self.content_layers, self.content_layer_weights, "content_layer_weights")
+        _layer_weights(self.style_layers, self.style_layer_weights, "style_layer_weights")
+        if not self.style_losses:
+            raise UserError("option --style_loss: give at least one loss")
+        for name, weight in self.style_losses.items():
+            if name not in STYLE_LOSSES:
+                raise UserError(f"option --style_loss: unknown loss '{name}' (choose from {', '.join(STYLE_LOSSES)})")
+            if weight < 0:
+                raise UserError(f"option --style_loss: weight of {name} is negative")
+        if not self.layers_in_use():
+            raise UserError("options --content_layers/--style_layers/--mrf_layers: no layer left to compare")
+        if len(self.shift_deltas) not in (0, 1, len(self.style_layers)):
+            raise UserError(f"option --shift_deltas: give one delta or one per style layer ({len(self.style_layers)})")
+
+    def layers_in_use(self) -> list[str]:
+        """Every layer some loss reads, shallowest first."""
+        used = set(self.content_layers)
+        for kind in self.style_losses:
+            used.update(self.mrf_layers if kind == "mrf" else self.style_layers)
+        return sorted(used, key=LAYER_NAMES.index)
+
+    def deltas(self) -> list[int]:
+        """The shifted-Gram delta of each style layer."""
+        if len(self.shift_deltas) == 1:
+            return list(self.shift_deltas) * len(self.style_layers)
+        if self.shift_deltas:
+            return list(self.shift_deltas)
+        return [max(1, SHIFT_IMAGE_PIXELS // _stride(layer)) for layer in self.style_layers]
+
+
+def _stride(layer: str) -> int:
+    """How many image pixels one cell of ``layer``'s map spans (2 per pooling before it)."""
+    block = int(layer[4] if layer.startswith("pool") else layer.split("_")[0][-1])
+    return 2 ** (block - (0 if layer.startswith("pool") else 1))
+
+
+def _layer_weights(layers: Sequence[str], weights: Sequence[float], option: str) -> list[float]:
+    if not weights:
+        return [1.0 / len(layers)] * len(layers) if layers else []
+    if len(weights) != len(layers):
+        raise UserError(f"option --{option}: {len(weights)} weights for {len(layers)} layers")
+    return list(weights)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The objective
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _StyleTerm:
+    kind: str
+    layer: str
+    weight: float  # type weight x layer weight
+    loss: StyleLoss
+    targets: list[tuple[float, Any]]
+
+
+def _style_loss(kind: str, settings: StylizeSettings, delta: int) -> StyleLoss:
+    builders: dict[str, Callable[[], StyleLoss]] = {
+        "gram": STYLE_LOSSES["gram"],
+        "shifted_gram": lambda: STYLE_LOSSES["shifted_gram"](delta),
+        "mmd_linear": STYLE_LOSSES["mmd_linear"],
+        "mmd_poly": lambda: STYLE_LOSSES["mmd_poly"](settings.poly_c),
+        "mmd_gaussian": lambda: STYLE_LOSSES["mmd_gaussian"](settings.gaussian_samples, settings.seed),
+        "bn": STYLE_LOSSES["bn"],
+        "mrf": lambda: STYLE_LOSSES["mrf"](settings.mrf_patch_size, settings.mrf_stride, settings.mrf_style_stride),
+    }
+    return builders[kind]()
+
+
+class GatysObjective:
+    """The weighted sum of content, style and TV losses of an image, with the targets computed once.
+
+    Args:
+        vgg: the feature network (frozen).
+        content: (1, 3, H, W) in [-1, 1].
+        styles: style images (1, 3, H', W'), any sizes.
+        style_weights: blending weights of the style images (normalised to sum 1).
+    """
+
+    def __init__(self, vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                 style_weights: Sequence[float], settings: StylizeSettings) -> None:
+        self.vgg, self.settings = vgg, settings
+        total = float(sum(style_weights))
+        blend = [w / total for w in style_weights]
+        self.content_terms = list(zip(settings.content_layers,
+                                      _layer_weights(settings.content_layers, settings.content_layer_weights, "")))
+        style_layer_weights = _layer_weights(settings.style_layers, settings.style_layer_weights, "")
+        mrf_weights = _layer_weights(settings.mrf_layers, (), "")
+        self.layers = settings.layers_in_use()
+        with torch.no_grad():
+            content_feats = vgg.extract(content, self.layers)
+            style_feats = [vgg.extract(s, self.layers) for s in styles]
+        self.content_targets = {layer: content_feats[layer].detach() for layer, _ in self.content_terms}
+        self.style_terms: list[_StyleTerm] = []
+        deltas = dict(zip(settings.style_layers, settings.deltas()))
+        for kind, type_weight in settings.style_losses.items():
+            pairs = (zip(settings.mrf_layers, mrf_weights) if kind == "mrf"
+                     else zip(settings.style_layers, style_layer_weights))
+            for layer, layer_weight in pairs:
+                loss = _style_loss(kind, settings, deltas.get(layer, 0))
+                targets = loss.targets([f[layer] for f in style_feats], blend)
+                self.style_terms.append(_StyleTerm(kind, layer, type_weight * layer_weight, loss, targets))
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The total loss (a scalar with a graph to ``image``) and its weighted parts as floats."""
+        s = self.settings
+        feats = self.vgg.extract(image, self.layers)
+        parts: dict[str, torch.Tensor] = {}
+        content = sum((w * content_loss(feats[layer], self.content_targets[layer]) for layer, w in self.content_terms),
+                      image.new_zeros(()))
+        parts["content"] = s.content_weight * content
+        for term in self.style_terms:
+            value = sum((w * term.loss.loss(feats[term.layer], target) for w, target in term.targets),
+                        image.new_zeros(()))
+            parts[term.kind] = parts.get(term.kind, image.new_zeros(())) + s.style_weight * term.weight * value
+        if s.tv_weight:
+            parts["tv"] = s.tv_weight * tv_loss(image)
+        total = sum(parts.values(), image.new_zeros(()))
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The optimisation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _lbfgs(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    # One iteration per step() keeps the progress bar, --save_every and --steps in iterations; the curvature history
+    # lives in the optimizer state across calls. No line search, as in jcjohnson's neural-style.
+    return torch.optim.LBFGS(params, lr=lr or 1.0, max_iter=1, history_size=100)
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr or 0.08)
+
+
+OPTIMIZERS: dict[str, Callable[[list[torch.Tensor], float], torch.optim.Optimizer]] = {"lbfgs": _lbfgs, "adam": _adam}
+INITS = ("content", "noise", "style")
+PRESERVE = ("none", "luminance", "histogram")
+
+
+@dataclass
+class StylizeResult:
+    """The optimised image (1, 3, H, W) at the working size (luminance mode: grey) and the total loss before each
+    step plus after the last one (``steps + 1`` values)."""
+
+    image: torch.Tensor
+    losses: list[float]
+    parts: dict[str, float]
+
+
+def _initial_image(kind: str, content: torch.Tensor, style: torch.Tensor, seed: int) -> torch.Tensor:
+    if kind == "noise":  # white noise, as Gatys et al.
+        generator = torch.Generator().manual_seed(seed)
+        return (torch.rand(tuple(content.shape), generator=generator) * 2 - 1).to(content.device)
+    if kind == "style":
+        return F.interpolate(style, size=content.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+    return content.clone(memory_format=torch.contiguous_format)
+
+
+def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StylizeSettings, *,
+            style_weights: Sequence[float] | None = None, progress: bool = True,
+            callback: Callable[[int, torch.Tensor], None] | None = None) -> StylizeResult:
+    """Optimises an image that has ``content``'s content and the style of ``styles`` (all (1, 3, h, w), [-1, 1], at
+    the working size; ``preserve_color`` must already have been applied to them -- see ``prepare_images``).
+
+    ``callback(step, image)`` runs after every ``settings.save_every``-th step.
+
+    Raises:
+        UserError: bad settings, or the loss became NaN/inf (the message suggests a lower learning rate).
+    """
+    settings.validate()
+    weights = list(style_weights) if style_weights else [1.0] * len(styles)
+    if len(weights) != len(styles) or min(weights) < 0 or sum(weights) <= 0:
+        raise UserError(f"option --style_weights: need {len(styles)} non-negative weights with a positive sum")
+    objective = GatysObjective(vgg, content, styles, weights, settings)
+    image = _initial_image(settings.init, content, styles[0], settings.seed).requires_grad_(True)
+    optimizer = OPTIMIZERS[settings.optimizer]([image], settings.lr)
+    parts: dict[str, float] = {}
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        total, values = objective(image)
+        total.backward()
+        parts.clear()
+        parts.update(values)
+        return total
+
+    losses: list[float] = []
+    bar = tqdm(range(1, settings.steps + 1), disable=not progress, desc="stylize", dynamic_ncols=True)
+    for step in bar:
+        loss = float(optimizer.step(closure).detach())
+        if not math.isfinite(loss):
+            raise UserError(f"the optimisation diverged at step {step} (loss {loss}): lower --lr or the loss weights")
+        losses.append(loss)
+        bar.set_postfix_str(" ".join(f"{k} {v:.3g}" for k, v in parts.items()))
+        if callback is not None and settings.save_every and step % settings.save_every == 0:
+            callback(step, image.detach())
+    with torch.no_grad():
+        total, parts = objective(image)
+    losses.append(float(total))
+    return StylizeResult(image=image.detach(), losses=losses, parts=parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Images in and out
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _fit(img: Image.Image, longer: int) -> Image.Image:
+    scale = longer / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if size == img.size:
+        return img
+    return img.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+
+
+def load_resized(path: str | Path, longer: int) -> torch.Tensor:
+    """An RGB image file as (1, 3, h, w) in [-1, 1] with its longer side ``longer``."""
+    return pil_to_tensor(_fit(load_image(path, channels=3), longer)).unsqueeze(0).contiguous()
+
+
+def prepare_images(content: torch.Tensor, styles: Sequence[torch.Tensor], mode: str
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The content and style images the network sees under colour preservation ``mode``.
+
+    "luminance": both as grey luminance images, the styles' luminance matched to the content's mean/std;
+    "histogram": the styles' RGB mean/covariance matched to the content's; "none": unchanged.
+    """
+    if mode == "luminance":
+        return luminance(content), [match_luminance(s, content) for s in styles]
+    if mode == "histogram":
+        return content, [match_colour(s, content) for s in styles]
+    return content, list(styles)
+
+
+def finish(image: torch.Tensor, original: torch.Tensor, mode: str) -> torch.Tensor:
+    """The optimised image at the size of ``original`` (the full-size content, (1, 3, H, W)), with the content's
+    colours put back in luminance mode, clipped to [-1, 1]."""
+    if image.shape[-2:] != original.shape[-2:]:
+        down = image.shape[-1] > original.shape[-1]
+        image = F.interpolate(image, size=original.shape[-2:], mode="bicubic", align_corners=False, antialias=down)
+    if mode == "luminance":
+        return combine_luminance(image, original.to(image.device))
+    return image.clamp(-1, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def _csv(kind: type, option: str) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise UserError(f"option --{option}: expected comma-separated {kind.__name__}s, got '{text}'") from None
+    return parse
+
+
+def parse_style_losses(text: str) -> dict[str, float]:
+    """'gram:1,mrf:0.1' -> {"gram": 1.0, "mrf": 0.1}; a name alone has weight 1."""
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, weight = item.partition(":")
+        if name not in STYLE_LOSSES:
+            raise UserError(f"option --style_loss: unknown loss '{name}' (choose from {', '.join(STYLE_LOSSES)})")
+        try:
+            out[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise UserError(f"option --style_loss: weight of {name} is not a number: '{weight}'") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = StylizeSettings()
+    p = _Parser(prog="python -m gan_translate stylize", allow_abbrev=False,
+                description="Neural style transfer by optimisation (Gatys et al. 2016 and variants).")
+    a = p.add_argument
+    a("--content", required=True, metavar="IMG", help="content image")
+    a("--style", required=True, nargs="+", metavar="IMG", help="one or more style images")
+    a("--style_weights", nargs="+", type=float, metavar="W",
+      help="blending weights of the style images (default equal)")
+    a("--out", default="stylized.png", metavar="FILE",
+      help="output image, at the content's size (default: %(default)s)")
+    a("--init", default=d.init, choices=INITS, help="starting image (default: %(default)s)")
+    a("--optimizer", default=d.optimizer, choices=tuple(OPTIMIZERS), help="(default: %(default)s)")
+    a("--steps", type=int, default=d.steps, help="optimisation steps (default: %(default)s)")
+    a("--lr", type=float, default=d.lr, help="learning rate; 0 = L-BFGS 1.0, Adam 0.08 (default: %(default)s)")
+    a("--image_size", type=int, default=d.image_size, help="longer side of the working size (default: %(default)s)")
+    a("--style_scale", type=float, default=d.style_scale, help="style size relative to image_size (default: 1)")
+    a("--style_loss", type=parse_style_losses, default=d.style_losses, metavar="NAME:W,...",
+      help=f"style losses and weights, from {', '.join(STYLE_LOSSES)} (default: gram:1)")
+    a("--content_weight", type=float, default=d.content_weight, help="(default: %(default)s)")
+    a("--style_weight", type=float, default=d.style_weight, help="(default: %(default)s)")
+    a("--tv_weight", type=float, default=d.tv_weight, help="total variation weight (default: %(default)s)")
+    a("--content_layers", type=_csv(str, "content_layers"), default=d.content_layers, metavar="L,...",
+      help="(default: relu4_2)")
+    a("--content_layer_weights", type=_csv(float, "content_layer_weights"), default=(), metavar="W,...")
+    a("--style_layers", type=_csv(str, "style_layers"), default=d.style_layers, metavar="L,...",
+      help="layers of every style loss but mrf (default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)")
+    a("--style_layer_weights", type=_csv(float, "style_layer_weights"), default=(), metavar="W,...",
+      help="one per style layer (default: equal, summing to 1)")
+    a("--mrf_layers", type=_csv(str, "mrf_layers"), default=d.mrf_layers, metavar="L,...",
+      help="layers of the mrf loss (default: relu3_1,relu4_1)")
+    a("--shift_deltas", type=_csv(int, "shift_deltas"), default=(), metavar="D,...",
+      help="shifted-Gram delta per style layer, or one for all (default: 16 image pixels: 16,8,4,2,1)")
+    a("--poly_c", type=float, default=d.poly_c, help="mmd_poly kernel (x.y + c)^2 (default: 0, = Gram)")
+    a("--gaussian_samples", type=int, default=d.gaussian_samples, help="mmd_gaussian positions per map (default: 1024)")
+    a("--mrf_patch_size", type=int, default=d.mrf_patch_size, help="(default: 3)")
+    a("--mrf_stride", type=int, default=d.mrf_stride, help="stride of the synthesis patches (default: 2)")
+    a("--mrf_style_stride", type=int, default=d.mrf_style_stride, help="stride of the style patches (default: 2)")
+    a("--preserve_color", default=d.preserve_color, choices=PRESERVE,
+      help="keep the content's colours: luminance-only transfer or colour histogram matching (default: none)")
+    a("--pool", default=d.pool, choices=("avg", "max"), help="VGG pooling (default: avg, as Gatys et al.)")
+    a("--save_every", type=int, default=0, metavar="N", help="also write OUT_<step>.png every N steps")
+    a("--vgg_weights", default="", metavar="FILE",
+      help="VGG-19 weights (torchvision .pth or .safetensors); default: torchvision's cache, else download. "
+           "'random' = random weights, for tests and debugging only")
+    a("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    a("--seed", type=int, default=d.seed, help="noise init and Gaussian-MMD sampling (default: 0)")
+    a("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"option --device: unknown device '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"option --device: {name} requested but CUDA is not available")
+    return device
+
+
+def run(argv: Sequence[str]) -> int:
+    """The ``stylize`` command: parse, load, optimise, write; returns the exit code."""
+    args = build_parser().parse_args(list(argv))
+    settings = StylizeSettings(
+        image_size=args.image_size, style_scale=args.style_scale, init=args.init, optimizer=args.optimizer,
+        steps=args.steps, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, style_losses=args.style_loss, content_layers=args.content_layers,
+        content_layer_weights=args.content_layer_weights, style_layers=args.style_layers,
+        style_layer_weights=args.style_layer_weights, mrf_layers=args.mrf_layers, shift_deltas=args.shift_deltas,
+        poly_c=args.poly_c, gaussian_samples=args.gaussian_samples, mrf_patch_size=args.mrf_patch_size,
+        mrf_stride=args.mrf_stride, mrf_style_stride=args.mrf_style_stride, preserve_color=args.preserve_color,
+        pool=args.pool, seed=args.seed, save_every=args.save_every)
+    settings.validate()
+    if args.style_weights is not None and len(args.style_weights) != len(args.style):
+        raise UserError(f"option --style_weights: {len(args.style_weights)} weights for {len(args.style)} style images")
+    out = Path(args.out)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"option --out: unknown image extension '{out.suffix}' (use .png or .jpg)")
+    device = _device(args.device)
+    original = pil_to_tensor(load_image(args.content, channels=3)).unsqueeze(0)
+    content = load_resized(args.content, settings.image_size)
+    style_size = round(settings.image_size * settings.style_scale)
+    if style_size < MIN_SIZE:
+        raise UserError(f"option --style_scale: style images would be {style_size} px, below {MIN_SIZE}")
+    styles = [load_resized(path, style_size) for path in args.style]
+    if args.vgg_weights == RANDOM_WEIGHTS:
+        print("warning: --vgg_weights random: an untrained network; the picture says nothing about style "
+              "(for tests and debugging only)", file=sys.stderr)
+    vgg = build_vgg19(args.vgg_weights, last_layer=settings.layers_in_use()[-1], pool=settings.pool,
+                      seed=settings.seed).to(device)
+    content, styles = prepare_images(content.to(device), [s.to(device) for s in styles], settings.preserve_color)
+
+    def save(step: int, image: torch.Tensor) -> None:
+        path = out.with_name(f"{out.stem}_{step:05d}{out.suffix}")
+        save_image(finish(image, original, settings.preserve_color)[0], path)
+
+    result = stylize(vgg, content, styles, settings, style_weights=args.style_weights, progress=not args.quiet,
+                     callback=save)
+    save_image(finish(result.image, original, settings.preserve_color)[0], out)
+    print(f"wrote {out} ({original.shape[-1]}x{original.shape[-2]}); loss {result.losses[0]:.4g} -> "
+          f"{result.losses[-1]:.4g}", file=sys.stderr)
+    return 0
