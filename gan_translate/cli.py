@@ -18,6 +18,14 @@ COMMANDS_HELP = """usage: python -m gan_translate <command> [options]
 commands:
   train    train a model:  python -m gan_translate train --model cyclegan [--dataroot DIR] [options]
            (same as train.py; `accelerate launch train.py ...` for several processes or GPUs)
+  test     translate a test split or any folder with a trained run; images, index.html, metrics.json
+           (same as test.py):  python -m gan_translate test --name NAME [--dataroot DIR] [options]
+  fid      FID (and --kid) between two image folders:  python -m gan_translate fid DIR_A DIR_B [--kid]
+  export   a trained generator to ONNX:  python -m gan_translate export --name NAME --format onnx [--output F]
+  stylize  neural style transfer by optimisation (Gatys et al. and variants):
+           python -m gan_translate stylize --content IMG --style IMG [IMG ...] --out OUT.png [options]
+  bench    speed and memory of the training step (s/iter, FLOP/s, peak memory, inference images/s):
+           python -m gan_translate bench [--models pix2pix,cyclegan] [--sizes 128,256] [--json OUT.json]
 
 `python -m gan_translate <command> --help` lists a command's options."""
 
@@ -92,10 +100,56 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 @user_errors_exit
+def stylize_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate stylize`` / ``gan-translate-stylize``."""
+    from gan_translate.stylize import run
+
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
+def test_main(argv: Sequence[str] | None = None) -> int:
+    """``test.py`` / ``python -m gan_translate test``."""
+    from gan_translate.evaluate.runner import parse_test_options, run_test
+
+    run_test(parse_test_options(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+@user_errors_exit
+def fid_main(argv: Sequence[str] | None = None) -> int:
+    """``scripts/fid.py`` / ``python -m gan_translate fid DIR_A DIR_B``."""
+    from gan_translate.evaluate.fid import fid_command
+
+    return fid_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate export --name NAME --format onnx``."""
+    from gan_translate.export import export_command
+
+    return export_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``scripts/bench.py`` / ``python -m gan_translate bench``."""
+    from gan_translate.bench import bench_command
+
+    return bench_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gan_translate <command> ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands: dict[str, Callable[[Sequence[str]], int]] = {"train": train_main.__wrapped__}
+    commands: dict[str, Callable[[Sequence[str]], int]] = {"train": train_main.__wrapped__,
+                                                              "stylize": stylize_main.__wrapped__,
+                                                              "test": test_main.__wrapped__,
+                                                              "fid": fid_main.__wrapped__,
+                                                              "export": export_main.__wrapped__,
+                                                              "bench": bench_main.__wrapped__}
     if not argv or argv[0] in ("-h", "--help"):
         print(COMMANDS_HELP)
         return 0

@@ -91,6 +91,13 @@ class TrainOptions:
     lr_policy: str = choice("linear", ("linear", "step", "plateau", "cosine"), "learning-rate schedule (per epoch)")
     lr_decay_iters: int = opt(50, "step policy: multiply by 0.1 every this many epochs", minimum=1)
     mixed_precision: str = choice("no", ("no", "fp16", "bf16"), "mixed precision, handed to Accelerate")
+    # --- speed and memory (python -m gan_translate bench measures them; README "Performance")
+    channels_last: bool = opt(False, "networks in channels-last memory format (faster convolutions on GPUs)")
+    compile: bool = opt(False, "torch.compile the networks (slow first steps, faster after)")
+    checkpointing: bool = opt(False, "activation checkpointing in the generators: recompute activations in the "
+                                     "backward pass (less memory for high resolutions, about a third more G work)")
+    adam_impl: str = choice("fused", ("fused", "foreach", "for_loop"),
+                            "Adam's implementation: fused = one pass over each weight tensor (the fastest)")
     # --- logging and checkpoints
     print_freq: int = opt(100, "log losses every this many steps", minimum=1)
     display_freq: int = opt(400, "log an image grid every this many steps", minimum=1)

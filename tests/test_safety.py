@@ -143,7 +143,7 @@ def _wait_for_new_checkpoint(run: Path, proc: subprocess.Popen, log: Path, timeo
 
 
 def test_sigterm_saves_and_exits_cleanly(tiny_data: Path, tmp_path: Path) -> None:
-    argv = tiny_run("pix2pix", tiny_data, tmp_path, "term", "--max_steps", "100000", "--save_latest_freq", "3")
+    argv = tiny_run("pix2pix", tiny_data, tmp_path, "term", "--n_epochs", "100000", "--save_latest_freq", "3")
     proc, log = _launch(argv, tmp_path)
     _wait_for_new_checkpoint(tmp_path / "term", proc, log)
     proc.send_signal(signal.SIGTERM)
@@ -159,7 +159,7 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data: Path, tmp_path: Path) -> Non
 def test_sigkill_at_random_moments_leaves_a_loadable_latest(tiny_data: Path, tmp_path: Path) -> None:
     """A few random kills here; scripts/kill_soak.py runs the long version."""
     rng = random.Random(0)
-    argv = tiny_run("cyclegan", tiny_data, tmp_path, "kill", "--max_steps", "100000", "--save_latest_freq", "1",
+    argv = tiny_run("cyclegan", tiny_data, tmp_path, "kill", "--n_epochs", "100000", "--save_latest_freq", "1",
                     "--keep_last", "2")
     last_step = 0
     for trial in range(3):

@@ -65,11 +65,14 @@ def test_trains_and_writes_everything(model: str, tiny_data: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
 def test_resume_is_exact(model: str, tiny_data: Path, tmp_path: Path) -> None:
-    """6 steps straight == 3 steps, stop, --continue_train to 6 (crossing an epoch boundary, where the LR decays)."""
-    assert train_main(tiny_run(model, tiny_data, tmp_path, "straight", "--max_steps", "6")) == 0
-    assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "3")) == 0
+    """6 steps straight == 3 steps, stop, --continue_train to 6 (crossing an epoch boundary, where the LR decays).
+    pix2pix runs unet_64 here so that its dropout layer (torch's global RNG) is part of what must replay."""
+    extra = ["--netG", "unet_64"] if model == "pix2pix" else []
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "straight", "--max_steps", "6", *extra)) == 0
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "3", *extra)) == 0
     first = weights(find_checkpoint(tmp_path / "resumed"))
-    assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "6", "--continue_train")) == 0
+    assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "6", "--continue_train",
+                               *extra)) == 0
     straight = weights(find_checkpoint(tmp_path / "straight"))
     resumed = weights(find_checkpoint(tmp_path / "resumed"))
     assert straight.keys() == resumed.keys()
@@ -92,7 +95,8 @@ def test_checkpoints_rotate_and_epochs_are_kept(tiny_data: Path, tmp_path: Path)
     assert not list(run.glob(".tmp-*"))
 
 
-def test_two_processes_stay_in_sync(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])  # BatchNorm + dropout; InstanceNorm + image pools
+def test_two_processes_stay_in_sync(model: str, tiny_data: Path, tmp_path: Path) -> None:
     """`accelerate launch --multi_gpu --num_processes 2` on CPU: two gloo processes, DDP, identical weights -- also
     with data that does not split evenly over the ranks (7 images, batches of 2 per process)."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
@@ -100,7 +104,8 @@ def test_two_processes_stay_in_sync(tiny_data: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     argv = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
-            *tiny_run("cyclegan", tiny_data, tmp_path, "ddp", "--max_dataset_size", "7", "--n_epochs_decay", "1")]
+            *tiny_run(model, tiny_data, tmp_path, "ddp", "--max_dataset_size", "7", "--n_epochs_decay", "1",
+                      *(["--netG", "unet_64"] if model == "pix2pix" else []))]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "weights identical on all 2 ranks" in proc.stdout + proc.stderr

@@ -32,6 +32,7 @@ from gan_translate.data.transforms import (
     output_size,
     resized_size,
 )
+from gan_translate.data import styles  # noqa: F401, E402  (registers the "styles" dataset mode)
 
 __all__ = [
     "DATASET_MODES",

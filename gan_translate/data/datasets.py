@@ -368,4 +368,7 @@ def create_dataloader(
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
+        # Its own generator: starting an epoch's iterator (also when a resumed run restarts mid-epoch) must not
+        # draw from torch's global RNG, or dropout and noise after a resume would differ from a straight run.
+        generator=torch.Generator().manual_seed(seed),
     )

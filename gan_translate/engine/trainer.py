@@ -11,9 +11,11 @@ stream is a function of (seed, epoch, index), and RNG states, pools and schedule
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuar
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.errors import UserError
 from gan_translate.models import StepContext, TranslationModel, create_model
+from gan_translate.nets.layers import configure_nets
 
 BUILTIN = ("", "builtin")
 
@@ -80,6 +83,27 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def reuse_freed_memory() -> bool:
+    """Asks glibc's malloc to keep freed blocks of up to 32 MB for reuse instead of handing them back to the system.
+
+    By default glibc unmaps large freed blocks and trims the heap, so that the next step's tensors land on fresh pages
+    that the kernel must fault in and zero: 70,000 page faults per pix2pix 256 px step on CPU, about a tenth of its
+    time (README "Performance"). The peak memory stays the same. Returns whether it applied (Linux with glibc only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # another C library (e.g. musl)
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # from glibc's malloc.h
+    return all(mallopt(param, value) == 1 for param, value in (
+        (m_mmap_threshold, 32 << 20),  # the largest glibc accepts; a 256 px activation map is 17 MB
+        (m_trim_threshold, 1 << 30),
+        (m_top_pad, 64 << 20),
+    ))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------------
@@ -98,6 +122,7 @@ class Trainer:
     """Runs one training job described by ``options`` (a model's options dataclass)."""
 
     def __init__(self, options: TrainOptions) -> None:
+        reuse_freed_memory()
         self.opt = options
         self.run_dir = Path(options.checkpoints_dir) / options.name
         self.accelerator = Accelerator(
@@ -113,6 +138,8 @@ class Trainer:
         loader = create_dataloader(self.dataset, batch_size=options.batch_size, shuffle=not options.serial_batches,
                                    seed=options.seed, num_workers=options.num_threads)
         self.model: TranslationModel = create_model(options).to(acc.device)
+        configure_nets(self.model.nets, channels_last=options.channels_last, checkpointing=options.checkpointing,
+                       compile=options.compile)
         self.schedulers = {name: build_scheduler(optim, options.lr_policy, n_epochs=options.n_epochs,
                                                  n_epochs_decay=options.n_epochs_decay,
                                                  lr_decay_iters=options.lr_decay_iters)
@@ -296,10 +323,17 @@ class Trainer:
 
     def check_ranks_in_sync(self) -> None:
         """With several processes, compares a digest of every network's weights across ranks and fails if they
-        differ (they must not: DDP averages gradients and every rank steps the same optimizer)."""
+        differ (they must not: DDP averages gradients and every rank steps the same optimizer).
+
+        Buffers such as BatchNorm's running statistics are updated by each rank on its own data; DDP overwrites them
+        with rank 0's at every forward, and checkpoints hold rank 0's, so rank 0's are broadcast first.
+        """
         acc = self.accelerator
         if acc.num_processes == 1:
             return
+        for _, net in sorted(self.model.nets.items()):
+            for buffer in getattr(net, "module", net).buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
         digest = hashlib.sha256()
         for name, net in sorted(self.model.nets.items()):
             for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):

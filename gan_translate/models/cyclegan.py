@@ -43,6 +43,9 @@ class CycleGANModel(TranslationModel):
     Options = CycleGANOptions
     inference_nets = ("G_A", "G_B")
     grid_columns = 3
+    # Speed and memory (see training_step; README "Performance"); False restores the reference's way, for comparisons.
+    batch_generator_calls = True  # G_A(real_A) and G_A(real_B) (identity) in one call, likewise G_B, where exact
+    backward_per_cycle = True  # back-propagate each cycle's losses at once (half the activation memory)
 
     def __init__(self, options: CycleGANOptions, *, training: bool = True) -> None:
         super().__init__(options, training=training)
@@ -67,30 +70,41 @@ class CycleGANModel(TranslationModel):
         real_a, real_b = batch["A"], batch["B"]
         g_a, g_b, d_a, d_b = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
 
-        fake_b = g_a(real_a)
-        rec_a = g_b(fake_b)
-        fake_a = g_b(real_b)
-        rec_b = g_a(fake_a)
+        use_idt = o.lambda_identity > 0
+        # Each generator's two calls on real images (translation and identity) as one batch: fewer, larger
+        # convolutions. Exact only where every image is normalised on its own (InstanceNorm, no norm); BatchNorm would
+        # pool the statistics of both, so it keeps separate calls.
+        batched = self.batch_generator_calls and use_idt and o.norm != "batch" and real_a.shape == real_b.shape
 
-        # Generators, against frozen discriminators.
+        # Generators, against frozen discriminators. Each cycle (A -> B -> A with G_A's GAN and identity terms, then
+        # B -> A -> B) is back-propagated as soon as its losses are known: the gradients add up to those of the summed
+        # loss, and only one cycle's activations are alive at a time instead of all six generator passes'.
         set_requires_grad([d_a, d_b], False)
         self.optimizers["G"].zero_grad(set_to_none=True)
-        logs: dict[str, float] = {}
-        loss_idt = real_a.new_zeros(())
-        if o.lambda_identity > 0:
-            # G_A fed a B image should leave it alone (and G_B an A image): keeps colours from drifting.
-            idt_a = g_a(real_b)
-            idt_b = g_b(real_a)
-            loss_idt_a = self.l1(idt_a, real_b) * o.lambda_B * o.lambda_identity
-            loss_idt_b = self.l1(idt_b, real_a) * o.lambda_A * o.lambda_identity
-            loss_idt = loss_idt_a + loss_idt_b
-            logs.update(idt_A=loss_idt_a.item(), idt_B=loss_idt_b.item())
-        loss_g_a = self.gan_loss(bare(d_a)(fake_b), True, for_discriminator=False)
-        loss_g_b = self.gan_loss(bare(d_b)(fake_a), True, for_discriminator=False)
-        loss_cycle_a = self.l1(rec_a, real_a) * o.lambda_A
-        loss_cycle_b = self.l1(rec_b, real_b) * o.lambda_B
-        ctx.backward(loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt)
+        terms: dict[str, torch.Tensor] = {}
+        images: dict[str, torch.Tensor] = {}
+        pending: list[torch.Tensor] = []
+        cycles = (("A", "B", g_a, g_b, d_a, real_a, real_b, o.lambda_A, o.lambda_B),
+                  ("B", "A", g_b, g_a, d_b, real_b, real_a, o.lambda_B, o.lambda_A))
+        for src, dst, g, g_back, d, real, other, lambda_cycle, lambda_other in cycles:
+            fake, idt = g(torch.cat([real, other])).split(len(real)) if batched else (g(real), None)
+            rec = g_back(fake)
+            loss = {f"G_{src}": self.gan_loss(bare(d)(fake), True, for_discriminator=False),
+                    f"cycle_{src}": self.l1(rec, real) * lambda_cycle}
+            if use_idt:
+                # G fed an image of its own output domain should leave it alone: keeps colours from drifting.
+                idt = g(other) if idt is None else idt
+                loss[f"idt_{src}"] = self.l1(idt, other) * lambda_other * o.lambda_identity
+            if self.backward_per_cycle:
+                ctx.backward(sum(loss.values()))
+            else:
+                pending += loss.values()
+            terms.update(loss)
+            images[f"fake_{dst}"], images[f"rec_{src}"] = fake, rec
+        if pending:
+            ctx.backward(sum(pending))
         self.optimizers["G"].step()
+        fake_a, fake_b, rec_a, rec_b = (images[k] for k in ("fake_A", "fake_B", "rec_A", "rec_B"))
 
         # Discriminators, each on a mix of fresh and pooled fakes.
         set_requires_grad([d_a, d_b], True)
@@ -102,8 +116,9 @@ class CycleGANModel(TranslationModel):
 
         self._last = {k: v.detach() for k, v in (("real_A", real_a), ("fake_B", fake_b), ("rec_A", rec_a),
                                                  ("real_B", real_b), ("fake_A", fake_a), ("rec_B", rec_b))}
-        logs.update(D_A=loss_d_a.item(), G_A=loss_g_a.item(), cycle_A=loss_cycle_a.item(),
-                    D_B=loss_d_b.item(), G_B=loss_g_b.item(), cycle_B=loss_cycle_b.item())
+        logs = {k: terms[k].item() for k in ("idt_A", "idt_B") if k in terms}
+        logs.update(D_A=loss_d_a.item(), G_A=terms["G_A"].item(), cycle_A=terms["cycle_A"].item(),
+                    D_B=loss_d_b.item(), G_B=terms["G_B"].item(), cycle_B=terms["cycle_B"].item())
         return logs
 
     def visuals(self) -> dict[str, torch.Tensor]:

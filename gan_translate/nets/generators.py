@@ -12,14 +12,24 @@ of their ``stride`` and crop the output back: any image size works.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from gan_translate.nets.layers import PADDING_LAYERS, conv_bias, init_weights, norm_layer, run_padded, upsample_conv
+from gan_translate.nets.layers import (
+    PADDING_LAYERS,
+    conv_bias,
+    init_weights,
+    keep_running_stats,
+    norm_layer,
+    run_padded,
+    upsample_conv,
+)
 
 __all__ = ["ResnetBlock", "ResnetGenerator", "UnetBlock", "UnetGenerator", "build_generator", "GENERATOR_PATTERNS"]
 
@@ -27,15 +37,32 @@ __all__ = ["ResnetBlock", "ResnetGenerator", "UnetBlock", "UnetGenerator", "buil
 class PaddedGenerator(nn.Module):
     """Base for generators whose body (``self.model``) needs sides that are multiples of ``stride``.
 
-    ``min_size`` is the smallest side the body accepts (reflection pads inside need room).
+    ``min_size`` is the smallest side the body accepts (reflection pads inside need room). With ``checkpointing``
+    (set by ``configure_nets``) a forward pass that builds a graph keeps only the body's input and recomputes the rest
+    during the backward pass (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"): a generator call then
+    holds no activations between its forward and its backward, at the price of one more forward.
     """
 
     stride: int = 1
     min_size: int = 1
     model: nn.Module
+    checkpointing: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_padded(self.model, x, self.stride, self.min_size)
+        body = self._checkpointed if self.checkpointing and torch.is_grad_enabled() else self.model
+        return run_padded(body, x, self.stride, self.min_size)
+
+    def checkpoint_segments(self) -> list[nn.Module]:
+        """The parts recomputed one at a time in the backward pass (only their outputs are kept): the whole body."""
+        return [self.model]
+
+    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        for segment in self.checkpoint_segments():
+            # The RNG state is replayed (same dropout masks); BatchNorm's running statistics are restored after the
+            # recomputation so that they are updated once per forward, as without checkpointing.
+            x = checkpoint(segment, x, use_reentrant=False, preserve_rng_state=True,
+                           context_fn=lambda segment=segment: (contextlib.nullcontext(), keep_running_stats(segment)))
+        return x
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -131,6 +158,21 @@ class ResnetGenerator(PaddedGenerator):
 
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+
+    # With checkpointing, each call keeps its input, the encoder's output and every third block's output; the backward
+    # pass recomputes one segment at a time (encoder, three blocks, ..., decoder), so that many generator calls alive
+    # at once (CycleGAN has four to six) hold little more than those few tensors each.
+    blocks_per_segment = 3
+
+    def checkpoint_segments(self) -> list[nn.Module]:
+        layers = list(self.model)
+        blocks = [i for i, layer in enumerate(layers) if isinstance(layer, ResnetBlock)]
+        if not blocks:
+            return [self.model]
+        first, end, step = blocks[0], blocks[-1] + 1, self.blocks_per_segment
+        return [nn.Sequential(*layers[:first]),
+                *(nn.Sequential(*layers[i: min(i + step, end)]) for i in range(first, end, step)),
+                nn.Sequential(*layers[end:])]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ and convolutions that carry a bias except when a BatchNorm follows (its shift ma
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ __all__ = [
     "bare",
     "pad_to_multiple",
     "run_padded",
+    "keep_running_stats",
+    "configure_nets",
 ]
 
 
@@ -223,3 +226,48 @@ def run_padded(
         return out
     height, width = out.shape[-2:]
     return out[..., top : height - bottom, left : width - right]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Speed and memory options
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def keep_running_stats(module: nn.Module) -> Iterator[None]:
+    """Restores the running statistics (and batch counters) of every BatchNorm in ``module`` on exit.
+
+    Activation checkpointing runs a forward twice; without this, BatchNorm would count the batch twice.
+    """
+    saved = [(buf, buf.clone()) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for buf in m.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+def configure_nets(
+    nets: Mapping[str, nn.Module] | nn.ModuleDict,
+    *,
+    channels_last: bool = False,
+    checkpointing: bool = False,
+    compile: bool = False,
+) -> None:
+    """Applies the speed/memory options (``TrainOptions`` channels_last, checkpointing, compile) to every network.
+
+    ``channels_last`` converts the weights to NHWC (convolutions then produce NHWC activations); ``checkpointing``
+    switches on the ``checkpointing`` attribute of every submodule that has one (the generators); ``compile`` calls
+    ``nn.Module.compile`` in place, which keeps the state-dict keys (checkpoints stay loadable without it).
+    """
+    for net in nets.values():
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        if checkpointing:
+            for module in net.modules():
+                if hasattr(module, "checkpointing"):
+                    module.checkpointing = True
+        if compile:
+            net.compile()
