@@ -469,20 +469,24 @@ def ensure_builtin_dataset(
         raise UserError(f"built-in data needs n_train >= 1 and n_test >= 0, got {n_train} and {n_test}")
     params = {"seed": seed, "size": size, "n_train": n_train, "n_test": n_test}
     root = default_data_root() if root is None else Path(root).expanduser()
-    final = root / builtin_dataset_name(**params)
-    marker = _marker_text(**params)
+    return build_once(root / builtin_dataset_name(**params), _marker_text(**params),
+                      lambda tmp: _write_dataset(tmp, **params), what="the built-in data set")
+
+
+def build_once(final: Path, marker: str, write: Callable[[Path], None], *, what: str) -> Path:
+    """Reuses ``final`` when it carries ``marker``; otherwise ``write``s a temporary sibling folder and renames it into
+    place, so that several processes (DDP ranks) may race and all end up with one complete folder."""
     if _is_complete(final, marker):
         return final
+    root = final.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     except OSError as err:
         reason = err.strerror or err
-        raise UserError(
-            f"cannot write the built-in data set under {root}: {reason} (set {DATA_ENV_VAR} to a writable folder)"
-        ) from None
+        raise UserError(f"cannot write {what} under {root}: {reason} (set {DATA_ENV_VAR} to a writable folder)") from None
     try:
-        _write_dataset(tmp, **params)
+        write(tmp)
         (tmp / MARKER).write_text(marker)  # last: only a complete folder carries the marker
         _publish(tmp, final, marker)
     finally:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,15 +31,7 @@ from PIL import Image, ImageFilter
 
 from gan_translate.data import datasets
 # The private helpers are reused so that both built-in data sets share one atomic, concurrency-safe publish.
-from gan_translate.data.builtin import (
-    _PALETTE,
-    MARKER,
-    MIN_SIZE,
-    _is_complete,
-    _publish,
-    default_data_root,
-    render_pair,
-)
+from gan_translate.data.builtin import _PALETTE, MIN_SIZE, build_once, default_data_root, render_pair
 from gan_translate.data.datasets import DataOptions, ImageDataset, _limit
 from gan_translate.data.images import is_image_file, list_images, load_image
 from gan_translate.data.transforms import build_transform, get_params
@@ -315,17 +305,4 @@ def ensure_builtin_styles(
     root = default_data_root() if root is None else Path(root).expanduser()
     final = root / f"builtin_styles_s{seed}_{size}px_{n_content}_{per_class}"
     marker = json.dumps({"styles_version": STYLES_VERSION, **params}, sort_keys=True)
-    if _is_complete(final, marker):
-        return final
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    except OSError as err:
-        raise UserError(f"cannot write the built-in style data under {root}: {err.strerror or err}") from None
-    try:
-        _write_styles(tmp, **params)
-        (tmp / MARKER).write_text(marker)  # last: only a complete folder carries the marker
-        _publish(tmp, final, marker)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(final, marker, lambda tmp: _write_styles(tmp, **params), what="the built-in style data")
