@@ -6,9 +6,10 @@ batches to the model's own ``training_step`` (through Accelerate and the trainer
 reports: the median seconds per iteration after a warm-up, images/s, the FLOPs of one iteration counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (multiply-adds count 2), the achieved FLOP/s and its fraction of a large
 fp32 matrix product's speed measured in the same run, the peak memory (RSS on CPU; ``torch.cuda.max_memory_allocated``
-on GPU) and the generator's inference images/s at several batch sizes.
+on GPU; image pools filled as in a long run) and the generator's inference images/s at several batch sizes.
 
-Each configuration runs in a fresh subprocess, so that its peak RSS (``ru_maxrss``) is its own.
+Each configuration runs in a fresh subprocess, so that its peak RSS (``ru_maxrss``) is its own; the FLOPs are counted
+after the timed steps, whose speed and memory the counter would disturb.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -200,16 +201,27 @@ def prepare_step(config: BenchConfig) -> PreparedStep:
     return PreparedStep(model, options, accelerator, step)
 
 
+def fill_image_pools(model: Any) -> None:
+    """Fills the model's image pools (CycleGAN's 50 past fakes per domain) with copies of what they hold, so that
+    the memory measured is that of a long run, not of its first steps."""
+    from gan_translate.models.image_pool import ImagePool
+
+    for pool in vars(model).values():
+        if isinstance(pool, ImagePool) and pool.images:
+            pool.images += [pool.images[i % len(pool.images)].clone()
+                            for i in range(pool.pool_size - len(pool.images))]
+
+
 def run_config(config: BenchConfig) -> dict[str, Any]:
     """Measures one configuration in this process (``run_in_subprocess`` calls it in a fresh one)."""
     from gan_translate.nets.layers import configure_nets
 
     prepared = prepare_step(config)
     options, device, step = prepared.options, prepared.accelerator.device, prepared.step
-    # The first step is counted (eagerly, before any compilation) and also serves as warm-up.
-    flops = count_flops(step)
     if options.compile:
         configure_nets(prepared.model.nets, compile=True)
+    step()  # the first step allocates (and compiles): never timed
+    fill_image_pools(prepared.model)
     for _ in range(config.warmup):
         step()
     if device.type == "cuda":
@@ -222,6 +234,9 @@ def run_config(config: BenchConfig) -> dict[str, Any]:
     rss = peak_rss_bytes()  # before the inference runs, whose large batches are not the training step's
     gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     median = statistics.median(times)
+    # Counted last: the counter's hooks keep activations alive (twice the peak memory with checkpointing), and
+    # counted eagerly: compiled kernels are invisible to it (the FLOPs are the same).
+    flops = count_flops(prepare_step(replace(config, compile=False)).step if options.compile else step)
     return {
         **{k: v for k, v in asdict(config).items() if k not in ("infer_batches", "infer_iters")},
         "netG": options.netG, "norm": options.norm, "gan_mode": options.gan_mode,
@@ -285,6 +300,7 @@ def add_reference(result: dict[str, Any], peak: float) -> dict[str, Any]:
     ref = REFERENCE_S_PER_ITER.get(key) if comparable else None
     result["reference_s_per_iter"] = ref
     result["speedup_vs_reference"] = ref / result["s_per_iter"] if ref else None
+    result["reference_peak_memory_bytes"] = REFERENCE_PEAK_RSS.get(key) if comparable else None
     return result
 
 
@@ -358,7 +374,7 @@ def build_parser() -> _Parser:
     p.add_argument("--sizes", default="128,256", help="comma-separated image sizes (px)")
     p.add_argument("--batch_sizes", default="1", help="comma-separated training batch sizes")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (the median is reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (after the counted one)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations after the first one")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     p.add_argument("--channels_last", action="store_true", help="networks in channels-last memory format")
