@@ -75,6 +75,8 @@ class BenchConfig:
     infer_batches: tuple[int, ...] = (1, 4, 8)
     infer_iters: int = 3
     overrides: dict[str, str] = field(default_factory=dict)  # any other training option, as on the command line
+    processes: int = 1  # > 1: DDP under `accelerate launch --multi_gpu` (gloo on CPU), timed per process
+    threads: int = 0  # torch threads per process; 0: torch's default (one per core), 1 under the launcher
 
     def argv(self) -> list[str]:
         """The training options as command-line arguments (resolved over options/<model>.yaml like train.py)."""
@@ -133,6 +135,22 @@ def matmul_peak(device: torch.device, n: int, dtype: torch.dtype = torch.float32
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def copy_bandwidth(device: torch.device, megabytes: int, repeats: int = 5) -> float:
+    """Bytes/s moved by copying a ``megabytes`` fp32 tensor (read + write, the best of ``repeats``): the memory
+    bandwidth that bounds steps which do little arithmetic per byte (pix2pix's U-Net bottleneck, Adam's update)."""
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best
 
 
 def count_flops(step: Callable[[], Any]) -> int:
@@ -241,9 +259,9 @@ def run_config(config: BenchConfig) -> dict[str, Any]:
         **{k: v for k, v in asdict(config).items() if k not in ("infer_batches", "infer_iters")},
         "netG": options.netG, "norm": options.norm, "gan_mode": options.gan_mode,
         "threads": torch.get_num_threads(),
-        "s_per_iter": median,
+        "s_per_iter": median,  # per process: with DDP, every rank takes its steps at once
         "s_per_iter_all": times,
-        "images_per_s": options.batch_size / median,
+        "images_per_s": config.processes * options.batch_size / median,
         "flops": flops,
         "flops_per_s": flops / median,
         "peak_rss_bytes": rss,
@@ -280,11 +298,27 @@ def inference_rates(model: Any, options: Any, config: BenchConfig, accelerator: 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def launcher_command(config: BenchConfig) -> tuple[list[str], dict[str, str]]:
+    """The command (and environment) that runs one configuration: a fresh interpreter, or with ``processes`` > 1
+    Accelerate's launcher starting that many DDP workers on this machine (gloo on CPU, one GPU each with cuda)."""
+    worker = ["--module", "gan_translate.bench", "--worker", json.dumps(asdict(config))]
+    env = dict(os.environ)
+    if config.threads:
+        env["OMP_NUM_THREADS"] = str(config.threads)
+    if config.processes == 1:
+        return [sys.executable, "-m", "gan_translate.bench", *worker[2:]], env
+    if config.device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "true"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+              str(config.processes), "--num_machines", "1", "--mixed_precision", config.mixed_precision,
+              "--dynamo_backend", "no"]
+    return [*launch, *worker], env
+
+
 def run_in_subprocess(config: BenchConfig) -> dict[str, Any]:
-    """``run_config`` in a fresh interpreter (its own peak RSS); its stderr passes through."""
-    payload = json.dumps(asdict(config))
-    proc = subprocess.run([sys.executable, "-m", "gan_translate.bench", "--worker", payload],
-                          stdout=subprocess.PIPE, text=True, check=False)
+    """``run_config`` in a fresh interpreter (its own peak RSS), or in DDP workers; their stderr passes through."""
+    command, env = launcher_command(config)
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARKER)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark of {config.model} at {config.size} px failed (exit {proc.returncode})")
@@ -296,6 +330,7 @@ def add_reference(result: dict[str, Any], peak: float) -> dict[str, Any]:
     result["peak_fraction"] = result["flops_per_s"] / peak
     key = (result["model"], result["size"])
     comparable = (result["batch_size"] == 1 and result["ngf"] == 64 and result["ndf"] == 64
+                  and result["processes"] == 1 and result["threads"] == 2  # the reference's two cores
                   and result["device"] == "cpu" and result["mixed_precision"] == "no")
     ref = REFERENCE_S_PER_ITER.get(key) if comparable else None
     result["reference_s_per_iter"] = ref
@@ -307,12 +342,13 @@ def add_reference(result: dict[str, Any], peak: float) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table (what goes into the README)."""
     infer = report["settings"]["infer_batches"]
-    head = ["model", "px", "batch", "s/iter", "img/s", "GFLOP/iter", "GFLOP/s", "% peak", "peak mem GB", "vs ref"]
+    head = ["model", "px", "batch", "procs x threads", "s/iter", "img/s", "GFLOP/iter", "GFLOP/s", "% peak", "peak mem GB", "vs ref"]
     head += [f"infer img/s b{n}" for n in infer]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["results"]:
         speedup = f"{r['speedup_vs_reference']:.2f}x" if r["speedup_vs_reference"] else "-"
-        cells = [r["model"], str(r["size"]), str(r["batch_size"]), f"{r['s_per_iter']:.3f}",
+        cells = [r["model"], str(r["size"]), str(r["batch_size"]), f"{r['processes']}x{r['threads']}",
+                 f"{r['s_per_iter']:.3f}",
                  f"{r['images_per_s']:.2f}", f"{r['flops'] / 1e9:.1f}", f"{r['flops_per_s'] / 1e9:.1f}",
                  f"{100 * r['peak_fraction']:.0f}%", f"{r['peak_memory_bytes'] / 1e9:.2f}", speedup]
         cells += [f"{r['inference_images_per_s'][str(n)]:.2f}" for n in infer]
@@ -321,7 +357,8 @@ def format_table(report: dict[str, Any]) -> str:
     load = machine["load_average_1min"]
     memory = "torch.cuda.max_memory_allocated" if report["results"][0]["memory_kind"] != "rss" else "peak RSS"
     rows.append(f"\n{machine['device']}, {machine['threads']} threads, torch {machine['torch']}; fp32 matmul peak "
-                f"{report['peak_flops'] / 1e9:.0f} GFLOP/s (n={report['peak_matmul_size']}); memory: {memory}; "
+                f"{report['peak_flops'] / 1e9:.0f} GFLOP/s (n={report['peak_matmul_size']}); copy bandwidth "
+                f"{report['copy_bandwidth'] / 1e9:.1f} GB/s; memory: {memory}; "
                 f"load average {load[0]:.1f} before, {load[1]:.1f} after")
     return "\n".join(rows)
 
@@ -380,6 +417,10 @@ def build_parser() -> _Parser:
     p.add_argument("--channels_last", action="store_true", help="networks in channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the generators")
+    p.add_argument("--processes", type=int, default=1,
+                   help="DDP processes on this machine (accelerate launch --multi_gpu; gloo on CPU); s/iter is per "
+                        "process, so compare with --processes 1 at the same --threads")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: one per core; 1 under DDP)")
     p.add_argument("--infer_batches", default="1,4,8", help="batch sizes of the inference measurement")
     p.add_argument("--infer_iters", type=int, default=3, help="timed inference calls per batch size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -390,6 +431,7 @@ def build_parser() -> _Parser:
     p.add_argument("--ndf", type=int, default=64, help=argparse.SUPPRESS)
     p.add_argument("--netG", default="", help=argparse.SUPPRESS)
     p.add_argument("--peak_size", type=int, default=0, help=argparse.SUPPRESS)  # 0: 4096 on CPU, 8192 on GPU
+    p.add_argument("--bandwidth_mb", type=int, default=256, help=argparse.SUPPRESS)
     return p
 
 
@@ -400,6 +442,8 @@ def bench_command(argv: Sequence[str]) -> int:
         raise UserError("option --device: cuda is not available on this machine")
     if args.iters < 1 or args.warmup < 0 or args.infer_iters < 1:
         raise UserError("options --iters/--infer_iters must be >= 1 and --warmup >= 0")
+    if args.processes < 1 or args.threads < 0:
+        raise UserError("option --processes must be >= 1 and --threads >= 0")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise UserError(f"option --models: expected comma-separated model names, got '{args.models}'")
@@ -407,7 +451,8 @@ def bench_command(argv: Sequence[str]) -> int:
                            mixed_precision=args.mixed_precision, channels_last=args.channels_last,
                            compile=args.compile, checkpointing=args.checkpointing, ngf=args.ngf, ndf=args.ndf,
                            netG=args.netG, infer_batches=tuple(_int_list("infer_batches", args.infer_batches)),
-                           infer_iters=args.infer_iters, overrides=_overrides(args.set))
+                           infer_iters=args.infer_iters, overrides=_overrides(args.set),
+                           processes=args.processes, threads=args.threads)
                for m in models for s in _int_list("sizes", args.sizes)
                for b in _int_list("batch_sizes", args.batch_sizes)]
     for config in configs:  # a bad option is reported before anything runs
@@ -417,6 +462,7 @@ def bench_command(argv: Sequence[str]) -> int:
     load_before = os.getloadavg()[0]
     peak_size = args.peak_size or (8192 if device.type == "cuda" else 4096)
     peak = matmul_peak(device, peak_size)
+    bandwidth = copy_bandwidth(device, args.bandwidth_mb)
     results = []
     for config in configs:
         print(f"bench: {config.model} {config.size} px batch {config.batch_size} ...", file=sys.stderr, flush=True)
@@ -427,6 +473,7 @@ def bench_command(argv: Sequence[str]) -> int:
                     "load_average_1min": [load_before, os.getloadavg()[0]]},  # before, after: is it quiet?
         "peak_flops": peak,
         "peak_matmul_size": peak_size,
+        "copy_bandwidth": bandwidth,  # bytes/s, read + write
         "settings": {**{k: v for k, v in vars(args).items() if k != "json"},
                      "infer_batches": _int_list("infer_batches", args.infer_batches)},
         "results": results,
@@ -441,8 +488,12 @@ def bench_command(argv: Sequence[str]) -> int:
 def _worker(payload: str) -> None:
     data = json.loads(payload)
     data["infer_batches"] = tuple(data["infer_batches"])
-    result = run_config(BenchConfig(**data))
-    print(RESULT_MARKER + json.dumps(result), flush=True)
+    config = BenchConfig(**data)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    result = run_config(config)
+    if int(os.environ.get("RANK", "0")) == 0:  # under DDP every rank measures; the first one reports
+        print(RESULT_MARKER + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

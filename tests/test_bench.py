@@ -33,13 +33,14 @@ def test_bench_command_prints_the_table_and_writes_the_json(tmp_path: Path, caps
     out = tmp_path / "bench.json"
     argv = ["bench", "--models", "cyclegan", "--sizes", "32", "--ngf", "8", "--ndf", "8", "--netG", "resnet_1blocks",
             "--iters", "2", "--warmup", "0", "--infer_batches", "1,2", "--infer_iters", "1", "--peak_size", "128",
-            "--json", str(out)]
+            "--bandwidth_mb", "8", "--json", str(out)]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| cyclegan | 32 | 1 |" in table and "GFLOP/s" in table and "matmul peak" in table
 
     report = json.loads(out.read_text())
     assert report["peak_flops"] > 0 and report["peak_matmul_size"] == 128
+    assert report["copy_bandwidth"] > 1e8 and "GB/s" in table.split("copy bandwidth")[1]
     assert len(report["machine"]["load_average_1min"]) == 2
     (result,) = report["results"]
     assert (result["model"], result["size"], result["batch_size"], result["netG"]) == ("cyclegan", 32, 1,
@@ -64,6 +65,7 @@ def test_bench_command_prints_the_table_and_writes_the_json(tmp_path: Path, caps
     (["--set", "norm"], "option --set"),
     (["--set", "norm=layer"], "option --norm"),
     (["--device", "tpu"], "bench:"),
+    (["--processes", "0"], "option --processes"),
 ])
 def test_bench_command_user_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", *argv]) == 2
@@ -80,6 +82,20 @@ def test_image_pools_are_filled_as_in_a_long_run() -> None:
     assert all(img.shape == (3, 32, 32) for p in pools for img in p.images)
     prepared.step()  # the full pools now swap images in and out
     assert [len(p) for p in pools] == [50, 50]
+
+
+def test_two_ddp_processes_are_timed_per_process(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--processes 2: Accelerate's launcher runs two gloo workers with one thread each; the result is per process."""
+    out = tmp_path / "ddp.json"
+    argv = ["bench", "--models", "pix2pix", "--sizes", "32", "--ngf", "8", "--ndf", "8", "--netG", "unet_32",
+            "--iters", "2", "--warmup", "0", "--infer_batches", "1", "--infer_iters", "1", "--peak_size", "64",
+            "--bandwidth_mb", "8", "--processes", "2", "--threads", "1", "--json", str(out)]
+    assert main(argv) == 0
+    assert "| pix2pix | 32 | 1 | 2x1 |" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    assert (result["processes"], result["threads"]) == (2, 1)
+    assert result["images_per_s"] == pytest.approx(2 / result["s_per_iter"])
+    assert result["speedup_vs_reference"] is None  # the reference ran one process on two threads
 
 
 # --- FLOPs -------------------------------------------------------------------------------------------------------------

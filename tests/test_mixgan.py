@@ -249,6 +249,19 @@ def test_priors() -> None:
     assert uniform.std().item() == pytest.approx(3**-0.5, abs=0.01)
 
 
+@pytest.mark.parametrize("prior", ["gaussian", "uniform"])
+def test_codes_start_at_the_prior_scale(prior: str) -> None:
+    model = tiny_model("--z_dim", "64", "--prior", prior)
+    model.train()
+    torch.manual_seed(0)
+    codes = model.nets["E"](torch.rand(16, 1, 32, 32) * 2 - 1)
+    target = {"gaussian": 1.0, "uniform": 3**-0.5}[prior]
+    assert codes.std(0).mean().item() == pytest.approx(target, rel=0.3)
+    assert codes.mean().abs().item() < 0.2 * target
+    last = model.nets["E"].fc[-1]
+    assert last.weight.std().item() == pytest.approx(target * (2 / last.in_features) ** 0.5, rel=0.1)
+
+
 def test_translate_and_sample() -> None:
     model = tiny_model()
     model.train()
@@ -427,6 +440,13 @@ def test_test_script_writes_mixtures_and_prior_samples(tiny_data: Path, tmp_path
     assert names == [f"sample_{i:04d}_{k}.png" for i in range(3) for k in ("sample_A", "sample_mix")]
     outputs = sorted(images.glob("*_fake_B.png"))  # the mixture: translate()'s first output
     assert len(outputs) == 2  # the two test content images
+    # G_c's reconstruction is written beside each mixture, in gray, and gets its own gallery column.
+    reconstructions = sorted(images.glob("*_rec_A.png"))
+    assert [p.name.replace("_rec_A", "_fake_B") for p in reconstructions] == [p.name for p in outputs]
+    page = (images.parent / "index.html").read_text()
+    assert "<th>rec_A</th>" in page and page.index("<th>output</th>") < page.index("<th>rec_A</th>")
+    assert all(f"images/{p.name}" in page for p in reconstructions)
     from PIL import Image
 
     assert Image.open(outputs[0]).mode == "RGB" and Image.open(images / "sample_0000_sample_A.png").mode == "L"
+    assert Image.open(reconstructions[0]).mode == "L"

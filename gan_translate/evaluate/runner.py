@@ -272,6 +272,11 @@ def _summary_text(key: str, value: Any) -> str:
     return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
 
 
+def _columns(result: JobResult) -> list[str]:
+    """Gallery columns of a translation job: input, output, then any further outputs, then the target."""
+    return [*COLUMNS[:2], *result.extra_columns, *COLUMNS[2:]]
+
+
 def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, model: Any, results: list[JobResult],
                    notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str]) -> None:
     report = {
@@ -290,7 +295,7 @@ def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, mod
     tmp.write_text(json.dumps(_clean(report), indent=2) + "\n")
     tmp.replace(out_dir / "metrics.json")
     sections = [GallerySection(f"{r.label}" if r.label != "style" else "style transfer",
-                               STYLE_COLUMNS if r.label == "style" else COLUMNS, r.rows,
+                               STYLE_COLUMNS if r.label == "style" else _columns(r), r.rows,
                                {k: v for k, v in r.summary.items() if k != "fid_images"}) for r in results]
     meta = [f"model {saved.model} · checkpoint {ckpt} · phase {test.phase} · "
             f"{'eval mode' if test.eval else 'train mode (reference default)'} · preprocess {test.preprocess}"]

@@ -41,6 +41,7 @@ class JobResult:
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    extra_columns: list[str] = field(default_factory=list)  # further outputs per input (MIXGAN's rec_A)
 
 
 def _keep(item: Any) -> Any:
@@ -58,6 +59,7 @@ class _Scorer:
         self.records: dict[int, dict[str, Any]] = {}
         self.fakes, self.reals = FeatureSet(), FeatureSet()
         self.saved: set[str] = set()
+        self.extra_columns: list[str] = []
         self.small_for_ssim = 0
         self.inception_seconds = 0.0
 
@@ -82,16 +84,21 @@ class _Scorer:
             request["style"] = torch.stack([s["style"] for _, s in batch]).to(self.device)
             request["style_paths"] = [s["style_path"] for _, s in batch]
         outputs = self.model.translate(request)
-        out = outputs.get(job.preferred, next(iter(outputs.values()))).detach().float()
-        for (index, sample), image in zip(batch, out):
-            self._row(index, sample, image.cpu())
+        chosen = job.preferred if job.preferred in outputs else next(iter(outputs))
+        out = outputs[chosen].detach().float()
+        # A model may give more than one image per input (MIXGAN: the mixture and G_c's reconstruction): the first is
+        # the one scored, the others are saved beside it and get their own gallery columns.
+        extras = {k: v.detach().float().cpu() for k, v in outputs.items() if k != chosen}
+        self.extra_columns += [k for k in extras if k not in self.extra_columns]
+        for position, ((index, sample), image) in enumerate(zip(batch, out)):
+            self._row(index, sample, image.cpu(), {k: v[position] for k, v in extras.items()})
         if self.extractor is not None:
             self._features(out, self.fakes)
             targets = [s["target"] for _, s in batch if "target" in s]
             if job.reals is None and targets and all(t.shape == targets[0].shape for t in targets):
                 self._features(torch.stack(targets), self.reals)
 
-    def _row(self, index: int, sample: dict, output: torch.Tensor) -> None:
+    def _row(self, index: int, sample: dict, output: torch.Tensor, extras: dict[str, torch.Tensor]) -> None:
         stem, (r_in, r_out, r_target) = sample["stem"], self.job.roles
         record: dict[str, Any] = {"file": sample["name"]}
         if "style" in sample:
@@ -101,6 +108,7 @@ class _Scorer:
         else:
             images = {"input": self._save(sample["input"], f"{stem}_{r_in}"),
                       "output": self._save(output, f"{stem}_{r_out}")}
+            images.update({key: self._save(image, f"{stem}_{key}") for key, image in extras.items()})
             target = sample.get("target")
             if target is not None:
                 images["target"] = self._save(target, f"{stem}_{r_target}")
@@ -117,6 +125,7 @@ class _Scorer:
         order = sorted(self.rows)
         result.rows = [self.rows[i] for i in order]
         result.per_image = [self.records[i] for i in order]
+        result.extra_columns = list(self.extra_columns)
         summary: dict[str, Any] = {"images": len(order)}
         paired = [r for r in result.per_image if len(r) > 1]
         for name in (n for n in PAIRED_METRICS if n in self.metrics):

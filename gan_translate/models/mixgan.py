@@ -60,6 +60,9 @@ PRIORS: dict[str, Callable[[int, int, torch.Generator | None], torch.Tensor]] = 
     "uniform": _uniform,
 }
 
+# Standard deviation of one coordinate of each prior: N(0, 1) and U[-1, 1].
+PRIOR_STD: dict[str, float] = {"gaussian": 1.0, "uniform": 3.0 ** -0.5}
+
 # D_p's even kernels with "same" padding make torch pad a copy of the input; that costs little at these sizes, and the
 # warning would otherwise greet every run.
 warnings.filterwarnings("ignore", message="Using padding='same' with even kernel lengths", category=UserWarning)
@@ -153,6 +156,10 @@ class MixGANModel(TranslationModel):
             nets["D_p"] = PatchDiscriminator(o.output_nc, style_patch_recipe(o.ndf), norm=o.norm, padding="same")
         for name, net in nets.items():
             self.nets[name] = init_weights(net, o.init_type, o.init_gain)
+        # Codes start at the prior's scale. With N(0, 0.02) weights they start near 0.1 (0.4 at the paper's sizes)
+        # while G_c, whose first layer is batch-normalised, cannot see their scale: only the adversarial term grows
+        # them, and until it has (thousands of steps), D_z tells codes from prior samples by their size alone.
+        nets["E"].init_code_scale(PRIOR_STD[o.prior])
         if training:
             self.optimizers = {
                 "E_G_c": self.adam("E", "G_c"),

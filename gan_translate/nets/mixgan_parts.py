@@ -94,6 +94,14 @@ class ContentEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x).flatten(1))
 
+    @torch.no_grad()
+    def init_code_scale(self, std: float) -> None:
+        """Re-initialises the output layer so that the codes start with about ``std`` per dimension: its inputs are
+        ReLU(BatchNorm(.)) with a second moment of 1/2, so weights of std sqrt(2 / fan_in) give unit variance (He)."""
+        last = self.fc[-1]
+        last.weight.normal_(0.0, std * math.sqrt(2.0 / last.in_features))
+        last.bias.zero_()
+
 
 class ContentDecoder(nn.Module):
     """G_c: code (N, z_dim) -> (content image (N, output_nc, S, S), features (N, ngf + output_nc, S, S)).
