@@ -11,9 +11,15 @@ GuangyuanHao/MIXGAN, TensorFlow 1). Domain A (``trainA``, grayscale by default) 
    A images, against a patch discriminator D_p (lr x ``lr_D_p_scale`` = 1/10) with an 8x8 receptive field that
    sees B: it can only judge local colour and texture, so the shapes stay G_c's.
 
-The latent D's small learning rate suits the paper's long runs (100 epochs of 10^5 images): Adam moves each weight by
-about its learning rate per step, so at lr/50 a run of a few thousand steps leaves D_z near its initialisation and the
-encoder simply fools it; a D_z at the full rate, on a few hundred images, memorises their codes and wins.
+The discriminators' small learning rates suit the paper's long runs (100 epochs of 10^5 images): Adam moves each weight
+by about its learning rate per step, so at lr/50 a run of a few thousand steps leaves D_z near its initialisation and
+the encoder simply fools it, and D_p at lr/10 stays at chance while G_m's colours wander. Short runs need
+``lr_D_z_scale`` about 0.3 and ``lr_D_p_scale`` 1 (the quick preset's values).
+
+The encoder's output layer is initialised so that the codes start at the prior's scale (He initialisation, see
+``ContentEncoder.init_code_scale``), a departure from the released code's N(0, 0.02): G_c batch-normalises its input,
+so reconstruction never asks for a scale, and codes that start 10x too small are told from prior samples by size
+alone until the adversarial term has grown them.
 
 LSGAN everywhere (the released code's default; ``gan_mode vanilla`` is its other choice). Decisions for this project
 (../shared/specs/MODELS.md): Gaussian prior by default (``prior uniform`` is the released code's), and G_c is trained
@@ -86,7 +92,8 @@ class MixGANOptions(TrainOptions):
     lambda_rec: float = opt(10.0, "weight of the L1 reconstruction loss of phase 1", minimum=0.0)
     lr_D_z_scale: float = opt(0.02, "learning rate of the latent D relative to lr (paper: 1/50, made for ~10^5 "
                                     "steps; short runs need more, e.g. 0.3)", minimum=0.0)
-    lr_D_p_scale: float = opt(0.1, "learning rate of the patch style D relative to lr (paper: 1/10)", minimum=0.0)
+    lr_D_p_scale: float = opt(0.1, "learning rate of the patch style D relative to lr (paper: 1/10, also made for "
+                                    "long runs; a few thousand steps need 1)", minimum=0.0)
     phase1_epochs: int = opt(100, "epochs of phase 1 (autoencoder); used when phase1_steps is 0", minimum=0)
     phase1_steps: int = opt(0, "steps of phase 1; when > 0 it wins over phase1_epochs", minimum=0)
     phase2_codes: str = choice("both", ("both", "prior", "encoded"),
