@@ -395,6 +395,16 @@ def test_report_metrics_by_hand() -> None:
     assert abs(report.edge_correlation(ramp, noise)) < 0.5
 
 
+def test_fresh_classifier_tells_a_wrong_spread_from_the_prior() -> None:
+    report = load_report_script()
+    g = torch.Generator().manual_seed(0)
+    prior = torch.randn(400, 16, generator=g)
+    same = torch.randn(400, 16, generator=g)
+    assert abs(report.fresh_classifier_accuracy(same, prior) - 0.5) < 0.1
+    assert report.fresh_classifier_accuracy(same * 0.5, prior) > 0.9  # half the prior's spread
+    assert report.fresh_classifier_accuracy(same + 0.5, prior) > 0.8  # shifted mean
+
+
 def test_report_script_on_a_trained_run(tiny_data: Path, tmp_path: Path) -> None:
     assert train_main(run_argv(tiny_data, tmp_path, "run", "--phase1_steps", "2", "--max_steps", "3")) == 0
     report = load_report_script()
