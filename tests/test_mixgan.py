@@ -302,7 +302,7 @@ def test_paper_defaults_and_quick_preset() -> None:
     assert (paper.lr_D_z_scale, paper.lr_D_p_scale, paper.n_epochs, paper.n_epochs_decay) == (0.02, 0.1, 300, 0)
     quick = parse_train_options(["--model", "mixgan"])
     assert quick.crop_size == 64 and quick.z_dim < paper.z_dim and quick.phase1_epochs < quick.n_epochs
-    assert (quick.lr_D_z_scale, quick.lr_D_p_scale) == (0.3, 1.0)  # short runs: the discriminators must keep up
+    assert (quick.lr_D_z_scale, quick.lr_D_p_scale) == (0.05, 1.0)  # short runs: the discriminators must keep up
 
 
 @pytest.mark.parametrize("argv, option", [

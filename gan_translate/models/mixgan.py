@@ -14,7 +14,7 @@ GuangyuanHao/MIXGAN, TensorFlow 1). Domain A (``trainA``, grayscale by default) 
 The discriminators' small learning rates suit the paper's long runs (100 epochs of 10^5 images): Adam moves each weight
 by about its learning rate per step, so at lr/50 a run of a few thousand steps leaves D_z near its initialisation and
 the encoder simply fools it, and D_p at lr/10 stays at chance while G_m's colours wander. Short runs need
-``lr_D_z_scale`` about 0.3 and ``lr_D_p_scale`` 1 (the quick preset's values).
+``lr_D_z_scale`` about 0.05 and ``lr_D_p_scale`` 1 (the quick preset's values; measured in the issue 5 note).
 
 The encoder's output layer is initialised so that the codes start at the prior's scale (He initialisation, see
 ``ContentEncoder.init_code_scale``), a departure from the released code's N(0, 0.02): G_c batch-normalises its input,
@@ -91,7 +91,7 @@ class MixGANOptions(TrainOptions):
     prior: str = choice("gaussian", tuple(PRIORS), "distribution the codes are matched to (uniform = released code)")
     lambda_rec: float = opt(10.0, "weight of the L1 reconstruction loss of phase 1", minimum=0.0)
     lr_D_z_scale: float = opt(0.02, "learning rate of the latent D relative to lr (paper: 1/50, made for ~10^5 "
-                                    "steps; short runs need more, e.g. 0.3)", minimum=0.0)
+                                    "steps; short runs need more, e.g. 0.05)", minimum=0.0)
     lr_D_p_scale: float = opt(0.1, "learning rate of the patch style D relative to lr (paper: 1/10, also made for "
                                     "long runs; a few thousand steps need 1)", minimum=0.0)
     phase1_epochs: int = opt(100, "epochs of phase 1 (autoencoder); used when phase1_steps is 0", minimum=0)
