@@ -342,7 +342,8 @@ def add_reference(result: dict[str, Any], peak: float) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table (what goes into the README)."""
     infer = report["settings"]["infer_batches"]
-    head = ["model", "px", "batch", "procs x threads", "s/iter", "img/s", "GFLOP/iter", "GFLOP/s", "% peak", "peak mem GB", "vs ref"]
+    head = ["model", "px", "batch", "procs x threads", "s/iter", "img/s", "GFLOP/iter", "GFLOP/s", "% peak",
+            "peak mem GB", "vs ref"]
     head += [f"infer img/s b{n}" for n in infer]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["results"]:
