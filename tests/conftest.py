@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from gan_translate.data.builtin import ensure_builtin_dataset
 
@@ -26,3 +27,13 @@ def tiny_run(model: str, data: Path, checkpoints: Path, name: str, *extra: str) 
             "--netG", net_g, "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32",
             "--batch_size", "2", "--num_threads", "0", "--n_epochs", "1", "--n_epochs_decay", "2",
             "--print_freq", "1", "--display_freq", "2", "--save_latest_freq", "1000", *extra]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Runs a module on one thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): for tiny tensors a
+    second thread only adds synchronisation (and spins on a busy shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,13 +22,7 @@ from gan_translate.nets import vgg as vgg_module
 from gan_translate.nets.vgg import LAYER_NAMES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (and spins on a busy shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def images(seed: int, n: int, height: int, width: int) -> torch.Tensor:

@@ -26,13 +26,7 @@ SMALL = dict(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1", "r
              mrf_layers=("relu2_1", "relu3_1"), gaussian_samples=128, shift_deltas=(2,), steps=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (and spins on a busy shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def image(seed: int, height: int = 32, width: int = 32) -> torch.Tensor:

@@ -216,6 +216,20 @@ class MixGANModel(TranslationModel):
             return {}
         return self._phase_steps[self.phase_of(ctx.step, ctx.epoch)](self, batch, ctx)
 
+    def _discriminator_step(self, name: str, real: torch.Tensor, fake: torch.Tensor,
+                            ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One update of discriminator ``name`` on ``real`` vs ``fake`` (detached). Leaves it frozen for the
+        generator's update that follows; returns its loss and its (detached) scores on both."""
+        d = self.nets[name]
+        set_requires_grad(d, True)
+        self.optimizers[name].zero_grad(set_to_none=True)
+        pred_real, pred_fake = d(real), d(fake.detach())
+        loss = self.d_loss(pred_real, pred_fake)
+        ctx.backward(loss)
+        self.optimizers[name].step()
+        set_requires_grad(d, False)
+        return loss, pred_real.detach(), pred_fake.detach()
+
     def _autoencoder_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
         """Phase 1: D_z on prior vs codes, then E + G_c on reconstruction and fooling D_z."""
         real_a = batch["A"]
@@ -226,14 +240,7 @@ class MixGANModel(TranslationModel):
         codes = enc(real_a)
         rec_a, _ = dec(codes)
 
-        set_requires_grad(d_z, True)
-        self.optimizers["D_z"].zero_grad(set_to_none=True)
-        pred_prior, pred_codes = d_z(z_prior), d_z(codes.detach())
-        loss_d_z = self.d_loss(pred_prior, pred_codes)
-        ctx.backward(loss_d_z)
-        self.optimizers["D_z"].step()
-
-        set_requires_grad(d_z, False)
+        loss_d_z, pred_prior, pred_codes = self._discriminator_step("D_z", z_prior, codes, ctx)
         self.optimizers["E_G_c"].zero_grad(set_to_none=True)
         loss_adv = self.gan_loss(bare(d_z)(codes), True, for_discriminator=False)
         rec_l1 = self.l1(rec_a, real_a)
@@ -245,7 +252,7 @@ class MixGANModel(TranslationModel):
         self._remember(real_a, batch["B"], z_prior)
         codes = codes.detach()
         return {"D_z": loss_d_z.item(), "E_adv": loss_adv.item(), "rec_L1": rec_l1.item(),
-                "D_z_acc": self.accuracy(pred_prior.detach(), pred_codes.detach()),
+                "D_z_acc": self.accuracy(pred_prior, pred_codes),
                 "z_mean": codes.mean().item(), "z_std": codes.std().item()}
 
     def _mixture_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
@@ -260,14 +267,7 @@ class MixGANModel(TranslationModel):
             _, features = bare(dec)(torch.cat(list(sources.values())))
         mix = g_m(features)
 
-        set_requires_grad(d_p, True)
-        self.optimizers["D_p"].zero_grad(set_to_none=True)
-        pred_real, pred_fake = d_p(real_b), d_p(mix.detach())
-        loss_d_p = self.d_loss(pred_real, pred_fake)
-        ctx.backward(loss_d_p)
-        self.optimizers["D_p"].step()
-
-        set_requires_grad(d_p, False)
+        loss_d_p, pred_real, pred_fake = self._discriminator_step("D_p", real_b, mix, ctx)
         self.optimizers["G_m"].zero_grad(set_to_none=True)
         loss_g_m = self.gan_loss(bare(d_p)(mix), True, for_discriminator=False)
         ctx.backward(loss_g_m)
@@ -276,7 +276,7 @@ class MixGANModel(TranslationModel):
 
         self._remember(real_a, real_b, z_prior)
         return {"D_p": loss_d_p.item(), "G_m": loss_g_m.item(),
-                "D_p_acc": self.accuracy(pred_real.detach(), pred_fake.detach())}
+                "D_p_acc": self.accuracy(pred_real, pred_fake)}
 
     _phase_steps: dict[int, Callable[["MixGANModel", dict[str, Any], StepContext], dict[str, float]]] = {
         1: _autoencoder_step,
