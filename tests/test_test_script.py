@@ -16,7 +16,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from gan_translate import load_translator
-from gan_translate.cli import main, test_main, train_main
+from gan_translate.cli import main, train_main
+from gan_translate.cli import test_main as run_test_command  # aliased: pytest would collect a module-level test_main
 from gan_translate.engine.checkpoint import find_checkpoint
 from gan_translate.errors import UserError
 from gan_translate.evaluate import inception, runner
@@ -64,7 +65,7 @@ def read_png(path: Path) -> np.ndarray:
 def test_pix2pix_writes_images_gallery_and_metrics(runs: Path, tiny_data: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     weights = str(tiny_inception_file(tmp_path))
-    assert test_main(test_args(runs, tmp_path / "results", "p2p", "--dataroot", str(tiny_data / "aligned"),
+    assert run_test_command(test_args(runs, tmp_path / "results", "p2p", "--dataroot", str(tiny_data / "aligned"),
                                "--inception_weights", weights)) == 0
     out_dir = tmp_path / "results" / "p2p" / "test_latest"
     assert f"gallery: {out_dir / 'index.html'}" in capsys.readouterr().out
@@ -93,14 +94,14 @@ def test_pix2pix_writes_images_gallery_and_metrics(runs: Path, tiny_data: Path, 
 def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: Path, tmp_path: Path) -> None:
     args = test_args(runs, tmp_path / "r", "cyc", "--dataroot", str(tiny_data / "unaligned"), "--metrics", "psnr,l1",
                      "--batch_size", "2")
-    assert test_main(args) == 0
+    assert run_test_command(args) == 0
     out_dir = tmp_path / "r" / "cyc" / "test_latest"
     report = json.loads((out_dir / "metrics.json").read_text())
     assert set(report["results"]) == {"AtoB", "BtoA"}
     assert report["results"]["BtoA"]["paired_images"] == 2  # testB/0000.png pairs with testA/0000.png
     assert "ssim" not in report["results"]["AtoB"] and report["inception"] is None
     assert {"0000_fake_B.png", "0000_fake_A.png", "0001_real_B.png"} <= {p.name for p in (out_dir / "images").iterdir()}
-    assert test_main(test_args(runs, tmp_path / "r2", "cyc", "--dataroot", str(tiny_data / "unaligned"),
+    assert run_test_command(test_args(runs, tmp_path / "r2", "cyc", "--dataroot", str(tiny_data / "unaligned"),
                                "--direction", "BtoA", "--metrics", "none")) == 0
     only = json.loads((tmp_path / "r2" / "cyc" / "test_latest" / "metrics.json").read_text())
     assert list(only["results"]) == ["BtoA"] and only["results"]["BtoA"] == {"images": 2}
@@ -111,7 +112,7 @@ def test_outputs_keep_odd_sizes_and_grey_stays_single_channel(runs: Path, tmp_pa
     for name, mode in (("cyc", "RGB"), ("grey", "L")):
         args = test_args(runs, tmp_path / "r", name, "--dataroot", str(folder), "--dataset_mode", "single",
                          "--direction", "AtoB")
-        assert test_main(args) == 0
+        assert run_test_command(args) == 0
         images = tmp_path / "r" / name / "test_latest" / "images"
         for stem, size in (("wide", (333, 250)), ("small", (45, 37))):
             output = Image.open(images / f"{stem}_fake_B.png")
@@ -126,7 +127,7 @@ def test_missing_inception_weights_skip_fid_with_one_line(runs: Path, tiny_data:
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(runner, "find_inception", lambda weights: None)
-    assert test_main(test_args(runs, tmp_path / "r", "p2p", "--dataroot", str(tiny_data / "aligned"))) == 0
+    assert run_test_command(test_args(runs, tmp_path / "r", "p2p", "--dataroot", str(tiny_data / "aligned"))) == 0
     out = capsys.readouterr().out
     assert out.count("FID/KID skipped") == 1
     report = json.loads((tmp_path / "r" / "p2p" / "test_latest" / "metrics.json").read_text())
@@ -144,7 +145,7 @@ def test_missing_inception_weights_skip_fid_with_one_line(runs: Path, tiny_data:
 ])
 def test_bad_options_exit_2_with_one_line(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                           extra: list[str], message: str) -> None:
-    assert test_main(test_args(runs, tmp_path / "r", "p2p", *extra)) == 2
+    assert run_test_command(test_args(runs, tmp_path / "r", "p2p", *extra)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
@@ -223,7 +224,7 @@ def test_style_model_pairs_every_content_with_every_style(tmp_path: Path) -> Non
     assert train_main(["--model", "adain", "--dataroot", str(data), "--checkpoints_dir", str(tmp_path), "--name",
                        "style", "--vgg_weights", "random", "--load_size", "16", "--crop_size", "16", "--batch_size",
                        "2", "--num_threads", "0", "--max_steps", "1"]) == 0
-    assert test_main(["--name", "style", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"),
+    assert run_test_command(["--name", "style", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"),
                       "--dataroot", str(data), "--num_styles", "2"]) == 0
     out_dir = tmp_path / "r" / "style" / "test_latest"
     report = json.loads((out_dir / "metrics.json").read_text())
