@@ -15,6 +15,7 @@ after the timed steps, whose speed and memory the counter would disturb.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -495,6 +496,11 @@ def _worker(payload: str) -> None:
     result = run_config(config)
     if int(os.environ.get("RANK", "0")) == 0:  # under DDP every rank measures; the first one reports
         print(RESULT_MARKER + json.dumps(result), flush=True)
+    if torch.distributed.is_initialized():
+        # As at the end of training: the DDP wrappers (out of scope now) go first, then the group, while the
+        # interpreter is alive; left to interpreter shutdown, gloo sometimes aborts the process.
+        gc.collect()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
