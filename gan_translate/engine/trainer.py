@@ -16,6 +16,7 @@ import hashlib
 import math
 import random
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,7 +317,11 @@ class Trainer:
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 sched.step(float(np.mean(losses)) if losses else 0.0)
             else:
-                sched.step()
+                with warnings.catch_warnings():
+                    # The schedule counts epochs of the whole run, so networks that have not trained yet (MIXGAN's
+                    # phase-2 pair during phase 1) still advance it; torch warns about exactly that order.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                    sched.step()
         progress.epoch += 1
         progress.batch_in_epoch = 0
         if progress.epoch % self.opt.save_epoch_freq == 0:
