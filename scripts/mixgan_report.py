@@ -8,7 +8,8 @@ Phase 1 (adversarial autoencoder): mean and std of the encoder's codes over the 
 0 and 1, the uniform one 0 and 0.577), the mean per-dimension std and the excess kurtosis; the latent discriminator's
 balanced accuracy between as many prior samples and those codes (0.5 = it cannot tell them apart), and that of a
 classifier trained afresh on each coordinate and its square (held-out halves); the L1 distance
-between G_c's reconstructions and the inputs, in the images' [-1, 1] units.
+between G_c's reconstructions and the inputs, in the images' [-1, 1] units, next to that of the training split's
+mean content image (what a decoder that ignores its code would score).
 Phase 2 (mixtures): the total-variation distance (0 = same, 1 = disjoint) between joint RGB histograms (8 bins per
 channel) of the B images and of the mixtures of encoded content images, of mixtures of prior samples, and of the content
 images themselves; as a floor, the distance between the two halves of B. The Pearson correlation of Sobel edge
@@ -132,8 +133,10 @@ def load_images(options: MixGANOptions, phase: str, max_images: int) -> tuple[to
 
 
 @torch.no_grad()
-def compute(model: MixGANModel, real_a: torch.Tensor, real_b: torch.Tensor, batch: int = 64, seed: int = 0) -> tuple:
-    """The figures (dict) and example images (dict of tensors) of a model in eval mode."""
+def compute(model: MixGANModel, real_a: torch.Tensor, real_b: torch.Tensor, batch: int = 64, seed: int = 0,
+            mean_a: torch.Tensor | None = None) -> tuple:
+    """The figures (dict) and example images (dict of tensors) of a model in eval mode; ``mean_a`` is the training
+    split's mean content image (default: that of ``real_a``)."""
     model.eval()
     enc, dec, g_m, d_z = (model.nets[k] for k in ("E", "G_c", "G_m", "D_z"))
     prior = model.sample_prior(real_a.shape[0], torch.Generator().manual_seed(seed))  # on the model's device
@@ -163,6 +166,7 @@ def compute(model: MixGANModel, real_a: torch.Tensor, real_b: torch.Tensor, batc
         "latent_D_score_prior": float(r["d_prior"].mean()),
         "latent_D_score_codes": float(r["d_codes"].mean()),
         "rec_L1": float((r["rec"] - real_a).abs().mean()),
+        "rec_L1_mean_image": float((real_a.mean(0) if mean_a is None else mean_a).sub(real_a).abs().mean()),
         "hist_TV_mix_vs_B": histogram_distance(r["mix"], real_b),
         "hist_TV_sample_mix_vs_B": histogram_distance(r["sample_mix"], real_b),
         "hist_TV_content_vs_B": histogram_distance(real_a, real_b),
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     model.to(args.device)
     step = int(load_state(ckpt)["progress"]["step"])
     real_a, real_b = load_images(options, args.phase, args.max_images)
-    figures, examples = compute(model, real_a, real_b)
+    train_a = real_a if args.phase == "train" else load_images(options, "train", args.max_images)[0]
+    figures, examples = compute(model, real_a, real_b, mean_a=train_a.mean(0))
     figures.update(checkpoint=ckpt.name, step=step, phase=args.phase,
                    phase_at_checkpoint=model.phase_of(step, int(load_state(ckpt)["progress"]["epoch"])))
 

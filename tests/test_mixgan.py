@@ -294,6 +294,30 @@ def test_visuals_draw_no_random_numbers() -> None:
 # ---- options ---------------------------------------------------------------------------------------------------------
 
 
+def test_resize_upsampling_leaves_no_lattice_for_g_m_to_read() -> None:
+    """Why MIXGAN defaults to resize upsampling in G_c: from a spatially constant 4x4 map, transposed convolutions
+    (stride 2, kernel 3) give features whose values repeat with the upsampling's period, a position code that G_m,
+    trained by a patch D alone, used to paint the same window grid on every input; nearest + Conv3 gives constant
+    features, so G_m can only paint what G_c drew. The two have the same parameter count."""
+    torch.manual_seed(0)
+    decoders = {kind: ContentDecoder(1, 32, ngf=4, z_dim=8, fc_dim=16, n_blocks=1, upsample=kind)
+                for kind in ("resize", "transposed")}
+    assert count(decoders["resize"]) == count(decoders["transposed"])
+    flat = torch.randn(1, 32, 1, 1).expand(1, 32, 4, 4)  # base channels 8 ngf = 32, the same value everywhere
+    spread = {}
+    for kind, dec in decoders.items():
+        with torch.no_grad():
+            features = dec.body(flat)[..., 4:-4, 4:-4]  # away from the borders, where padding differs anyway
+        spread[kind] = float((features - features.mean((2, 3), keepdim=True)).abs().max())
+    assert spread["resize"] < 1e-4
+    assert spread["transposed"] > 0.1
+    paper = parse_train_options(["--model", "mixgan", "--dataroot", "somewhere", "--z_dim", "8", "--fc_dim", "16",
+                                 "--ngf", "4", "--ndf", "4"])
+    assert paper.upsample == "resize"
+    kinds = {type(m) for m in MixGANModel(paper).nets["G_c"].modules()}
+    assert torch.nn.Upsample in kinds and torch.nn.ConvTranspose2d not in kinds
+
+
 def test_paper_defaults_and_quick_preset() -> None:
     paper = parse_train_options(["--model", "mixgan", "--dataroot", "somewhere"])
     assert (paper.ngf, paper.ndf, paper.z_dim, paper.fc_dim, paper.n_blocks) == (32, 64, 2048, 2048, 6)
@@ -420,6 +444,9 @@ def test_report_script_on_a_trained_run(tiny_data: Path, tmp_path: Path) -> None
                 "hist_TV_content_vs_B", "edge_corr_mix_vs_Gc"):
         assert isinstance(figures[key], float), key
     assert 0 <= figures["latent_D_accuracy"] <= 1 and figures["rec_L1"] > 0
+    options = report.load_options(report.MixGANOptions, tmp_path / "run" / report.CONFIG_FILE)
+    content, _ = report.load_images(options, "train", 4)
+    assert figures["rec_L1_mean_image"] == pytest.approx(float((content - content.mean(0)).abs().mean()))
     assert (out / "examples.png").is_file()
     files = list((tmp_path / "run" / "logs" / "report").rglob("events.out.tfevents.*"))
     tb = EventAccumulator(str(files[0].parent), size_guidance={"scalars": 0})

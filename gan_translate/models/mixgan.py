@@ -88,6 +88,9 @@ class MixGANOptions(TrainOptions):
     z_dim: int = opt(2048, "dimension of the codes z", minimum=1)
     fc_dim: int = opt(2048, "width of the encoder's and G_c's fully connected layers (the third is half)", minimum=2)
     n_blocks: int = opt(6, "residual blocks in G_c", minimum=0)
+    upsample: str = choice("resize", ("transposed", "resize"),
+                           "G_c's upsampling; resize = nearest + conv (default: the paper's transposed convolutions "
+                           "leave a lattice that G_m paints instead of the content)")
     prior: str = choice("gaussian", tuple(PRIORS), "distribution the codes are matched to (uniform = released code)")
     lambda_rec: float = opt(10.0, "weight of the L1 reconstruction loss of phase 1", minimum=0.0)
     lr_D_z_scale: float = opt(0.02, "learning rate of the latent D relative to lr (paper: 1/50, made for ~10^5 "

@@ -106,14 +106,19 @@ class ContentEncoder(nn.Module):
 class ContentDecoder(nn.Module):
     """G_c: code (N, z_dim) -> (content image (N, output_nc, S, S), features (N, ngf + output_nc, S, S)).
 
-    FC fc_dim/2, fc_dim, fc_dim (BatchNorm, ReLU); FC 8 ngf x 4 x 4, reshaped, norm, ReLU; upsamplings (Deconv3 s2,
-    norm, ReLU) to 4 ngf (8 ngf then 4 ngf at 64 px); ``n_blocks`` residual blocks at 4 ngf; upsamplings to 2 ngf
-    and ngf; ReflectPad3 Conv7 to the image, tanh. The features are the last ngf-channel map with the image
+    FC fc_dim/2, fc_dim, fc_dim (BatchNorm, ReLU); FC 8 ngf x 4 x 4, reshaped, norm, ReLU; upsamplings (x2, 3x3
+    conv, norm, ReLU) to 4 ngf (8 ngf then 4 ngf at 64 px); ``n_blocks`` residual blocks at 4 ngf; upsamplings to
+    2 ngf and ngf; ReflectPad3 Conv7 to the image, tanh. The features are the last ngf-channel map with the image
     appended (33 channels at the paper's sizes): what G_m paints.
+
+    ``upsample="resize"`` (nearest x2 + Conv3, the default) departs from the paper's Deconv3 s2 (``"transposed"``,
+    same parameter count): transposed convolutions stamp a stride-2 lattice on the features, and G_m, which only a
+    patch discriminator trains, learns to paint that lattice (one window grid on every input) instead of G_c's
+    content.
     """
 
     def __init__(self, output_nc: int, size: int, *, ngf: int = 32, z_dim: int = 2048, fc_dim: int = 2048,
-                 n_blocks: int = 6, norm: str = "instance", upsample: str = "transposed") -> None:
+                 n_blocks: int = 6, norm: str = "instance", upsample: str = "resize") -> None:
         super().__init__()
         stages = check_size(size)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
