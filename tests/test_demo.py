@@ -130,7 +130,7 @@ def test_user_errors_are_one_line_and_the_server_goes_on(client, runs, images) -
         (str(runs["broken"]), photo, {}, f"error: checkpoint {runs['broken'] / 'step_00000007'} has no network 'G_A' "
                                          "(missing net_G_A.safetensors)"),
         (str(runs["untrained"]), photo, {}, "error: run untrained has no checkpoint yet (train it, or pick another"),
-        (str(runs["tpfr"]), photo, {}, "error: no style image: upload one or pick an example"),
+        (str(runs["tpfr"]), photo, {}, "error: no style image: upload one or click one of the run's styles"),
         (pix2pix, photo, {"checkpoint": "step_00000099"}, "error: checkpoint 'step_00000099' not found in"),
         ("stylize", photo, {"style": images["style"], "image_size": 16}, "error: option --image_size: 16 is below 32"),
     ]

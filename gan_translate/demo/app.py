@@ -27,7 +27,7 @@ IMAGE_HEIGHT = 340
 THUMBNAIL = 160  # gallery thumbnails: the full style image is loaded only when picked
 # Small images (the built-in data is 64 px) are drawn up to the box without smoothing, so their pixels stay visible.
 CSS = """
-#input img, #output img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#input img, #style img, #output img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 #status { min-height: 1.5em; }
 """
 STYLIZE_LABEL = "stylize · Gatys-style optimisation (VGG-19, no run)"
@@ -101,9 +101,11 @@ class DemoApp:
 
     @staticmethod
     def _controls(c: Controls, *, stylize: bool = False) -> tuple[Any, ...]:
-        """Visibility of: direction, native switch, style group, second style + mix, alpha, stylize settings."""
+        """Visibility of: direction, native switch, style image, style gallery group, second style + mix, alpha,
+        stylize settings."""
         return (gr.update(visible=c.bidirectional), gr.update(visible=not stylize), gr.update(visible=c.needs_style),
-                gr.update(visible=c.style_mix), gr.update(visible=c.alpha), gr.update(visible=stylize))
+                gr.update(visible=c.needs_style), gr.update(visible=c.style_mix), gr.update(visible=c.alpha),
+                gr.update(visible=stylize))
 
     @staticmethod
     def _thumbnails(paths: list[str]) -> list[Image.Image]:
@@ -168,18 +170,6 @@ class DemoApp:
             with gr.Row():
                 direction = gr.Radio(["AtoB", "BtoA"], value="AtoB", label="direction", visible=False)
                 native = gr.Checkbox(False, label="native resolution (else the training scale)", elem_id="native")
-            with gr.Group(visible=False) as style_group:
-                with gr.Row():
-                    style = gr.Image(label="style image", type="filepath", format="png", height=200,
-                                     elem_id="style")
-                    with gr.Column(visible=False) as mix_group:
-                        style2 = gr.Image(label="second style image", type="filepath", format="png", height=140)
-                        mix = gr.Slider(0, 1, value=0.5, step=0.05, label="interpolation: weight of the second style")
-                        target = gr.Radio(["style 1", "style 2"], value="style 1", label="a picked style goes to")
-                gallery = gr.Gallery(label="the run's styles (click one to use it)", columns=8, height=180,
-                                     allow_preview=False, format="png")
-            alpha = gr.Slider(0, 1, value=1, step=0.05, label="alpha: content (0) - style (1) trade-off",
-                              visible=False)
             with gr.Row(visible=False) as stylize_group:
                 loss = gr.Dropdown(list(STYLE_LOSSES), value="gram", label="style loss")
                 image_size = gr.Slider(32, 1024, value=256, step=32, label="image size (longer side)")
@@ -189,16 +179,34 @@ class DemoApp:
                     image = gr.Image(label="input", type="filepath", format="png", sources=["upload", "clipboard"],
                                      elem_id="input", height=IMAGE_HEIGHT)
                     go = gr.Button("translate", variant="primary", elem_id="translate")
+                with gr.Column(visible=False) as style_column:
+                    style = gr.Image(label="style image", type="filepath", format="png", sources=["upload", "clipboard"],
+                                     elem_id="style", height=IMAGE_HEIGHT)
                 with gr.Column():
                     output = gr.Image(label="output (PNG)", format="png", interactive=False, elem_id="output",
                                       buttons=["download", "fullscreen"], height=IMAGE_HEIGHT)
                     download = gr.DownloadButton("download PNG", visible=False, elem_id="download", size="md")
             status = gr.Markdown(elem_id="status")
+            with gr.Group(visible=False) as style_group:
+                gallery = gr.Gallery(label="the run's styles (click one to use it)", columns=10, height=150,
+                                     allow_preview=False, format="png", elem_id="styles")
+                with gr.Row():
+                    with gr.Column(visible=False) as mix_group:
+                        with gr.Row():
+                            style2 = gr.Image(label="second style image", type="filepath", format="png",
+                                              sources=["upload", "clipboard"], height=160, elem_id="style2")
+                            with gr.Column():
+                                mix = gr.Slider(0, 1, value=0.5, step=0.05,
+                                                label="interpolation: weight of the second style")
+                                target = gr.Radio(["style 1", "style 2"], value="style 1",
+                                                  label="a clicked style goes to")
+                    alpha = gr.Slider(0, 1, value=1, step=0.05, label="alpha: content (0) - style (1) trade-off",
+                                      visible=False)
             gr.Examples(self.examples, inputs=image, label="examples: the built-in facades' test images")
             style_paths = gr.State([])
 
-            run_outputs = [checkpoint, direction, native, style_group, mix_group, alpha, stylize_group, gallery,
-                           style_paths, status]
+            run_outputs = [checkpoint, direction, native, style_column, style_group, mix_group, alpha, stylize_group,
+                           gallery, style_paths, status]
             page.load(self.on_load, None, [run, *run_outputs])
             refresh.click(self.on_load, None, [run, *run_outputs])
             run.input(self.on_run, run, run_outputs)

@@ -54,7 +54,8 @@ def read_upload(path: str | Path | None, channels: int, *, what: str = "image",
     The size is read from the header first, so a decompression bomb is refused before its pixels are decoded.
     """
     if path is None or str(path) == "":
-        raise UserError(f"no {what}: upload one or pick an example")
+        source = "click one of the run's styles" if "style" in what else "pick an example"
+        raise UserError(f"no {what}: upload one or {source}")
     name = Path(path).name
     try:
         width, height = probe_image(path)
