@@ -11,6 +11,7 @@ Conventions: the returned "A" is always the network input (``input_nc`` channels
 from __future__ import annotations
 
 import abc
+import copy
 import hashlib
 import random
 import sys
@@ -141,7 +142,13 @@ class ImageDataset(Dataset, abc.ABC):
         _check_choice("input_nc", opt.input_nc, _CHANNELS)
         _check_choice("output_nc", opt.output_nc, _CHANNELS)
         resized_size(opt, (1, 1))  # validates preprocess before any file is read
-        self.opt = opt
+        self.opt = self._train_opt = opt
+        # CUT's rule (``decay_no_jitter``): in the decay epochs (0-based epoch >= n_epochs) images are resized straight
+        # to crop_size, so the random crop no longer moves them (flips stay).
+        self._decay_opt = None
+        if getattr(opt, "decay_no_jitter", False):
+            self._decay_opt = copy.copy(opt)
+            self._decay_opt.load_size = opt.crop_size
         self.seed = int(opt.seed)
         self.skip_bad = bool(getattr(opt, "skip_bad_images", False))
         self.swap = opt.direction == "BtoA"
@@ -207,6 +214,8 @@ class ImageDataset(Dataset, abc.ABC):
         """
         length = len(self)
         epoch, index = _split_key(key, length)
+        decay = self._decay_opt is not None and epoch >= self._train_opt.n_epochs
+        self.opt = self._decay_opt if decay else self._train_opt
         for offset in range(length):
             current = (index + offset) % length
             try:
