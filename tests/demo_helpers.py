@@ -23,6 +23,8 @@ from tests.conftest import tiny_run
 SMALL = {
     "pix2pix": ["--netG", "unet_32", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32"],
     "cyclegan": ["--netG", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32"],
+    "cut": ["--netG", "resnet_2blocks", "--nce_layers", "input,down1,block1", "--ngf", "8", "--ndf", "8",
+            "--load_size", "36", "--crop_size", "32"],
     "mixgan": ["--ngf", "4", "--ndf", "4", "--z_dim", "8", "--fc_dim", "16", "--n_blocks", "1", "--load_size", "32",
                "--crop_size", "32"],
     "adain": ["--vgg_weights", "random", "--load_size", "40", "--crop_size", "32"],
@@ -47,10 +49,11 @@ def write_run(checkpoints: Path, name: str, model: str, dataroot: Path, *extra: 
 
 
 def make_runs(checkpoints: Path, facades: Path, styles: Path) -> dict[str, Path]:
-    """pix2pix (trained 2 steps), cyclegan, mixgan, adain, tpfr, and a run whose checkpoint lost its weights."""
+    """pix2pix (trained 2 steps), cyclegan, cut, mixgan, adain, tpfr, and a run whose checkpoint lost its weights."""
     assert train_main(tiny_run("pix2pix", facades, checkpoints, "p2p", "--max_steps", "2")) == 0
     runs = {"pix2pix": checkpoints / "p2p"}
     runs["cyclegan"] = write_run(checkpoints, "cyc", "cyclegan", facades / "unaligned")
+    runs["cut"] = write_run(checkpoints, "cut", "cut", facades / "unaligned")
     runs["mixgan"] = write_run(checkpoints, "mix", "mixgan", facades / "unaligned")
     runs["adain"] = write_run(checkpoints, "ada", "adain", styles)
     runs["tpfr"] = write_run(checkpoints, "tp", "tpfr", styles)

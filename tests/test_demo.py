@@ -78,6 +78,7 @@ CASES = [
     ("pix2pix", {"native": True}, (48, 40)),
     ("cyclegan", {"direction": "AtoB"}, (43, 36)),
     ("cyclegan", {"direction": "BtoA", "native": True}, (48, 40)),
+    ("cut", {}, (43, 36)),  # a model added after the demo: no change needed
     ("mixgan", {}, (32, 32)),
     ("adain", {"style": "style", "alpha": 0.6}, (48, 40)),  # load_size 40: the shorter side stays 40
     ("adain", {"style": "style", "style2": "style2", "mix": 0.5}, (48, 40)),
@@ -147,7 +148,7 @@ def test_run_picker_lists_every_run_and_reads_new_ones(served: Served, runs) -> 
     from gan_translate.demo.runs import checkpoint_choices, find_runs
 
     labels = {Path(value).name: label for label, value in served.app.run_choices() if value != "stylize"}
-    assert set(labels) == {"p2p", "cyc", "mix", "ada", "tp", "broken", "untrained"}
+    assert set(labels) == {"p2p", "cyc", "cut", "mix", "ada", "tp", "broken", "untrained"}
     assert labels["p2p"] == "p2p · pix2pix · 2 steps · 32 px"
     assert labels["ada"] == "ada · adain · 7 steps · 32 px"
     assert labels["untrained"] == "untrained · cyclegan · no checkpoint · 32 px"
@@ -163,11 +164,11 @@ def test_run_picker_lists_every_run_and_reads_new_ones(served: Served, runs) -> 
 def test_one_model_stays_loaded_and_switching_frees_it(served: Served, client, runs, images) -> None:
     session = served.app.session
     translate(client, str(runs["cyclegan"]), images["photo"])
-    first = session.loaded.translator.model
+    first = session.loaded.model
     translate(client, str(runs["cyclegan"]), images["photo"], direction="BtoA")
-    assert session.loaded.translator.model is first  # the same run: not reloaded
+    assert session.loaded.model is first  # the same run: not reloaded
     translate(client, str(runs["pix2pix"]), images["photo"])
-    assert session.loaded.translator.model is not first and session.loaded.translator.model.name == "pix2pix"
+    assert session.loaded.model is not first and session.loaded.model.name == "pix2pix"
     import gc
     import weakref
 
@@ -182,7 +183,7 @@ def test_one_model_stays_loaded_and_switching_frees_it(served: Served, client, r
 def test_controls_follow_the_model_class() -> None:
     from gan_translate.demo.session import Controls, controls_for
 
-    assert controls_for("pix2pix") == Controls() == controls_for("mixgan")
+    assert controls_for("pix2pix") == Controls() == controls_for("mixgan") == controls_for("cut")
     assert controls_for("cyclegan") == Controls(bidirectional=True)
     assert controls_for("adain") == Controls(needs_style=True, alpha=True, style_mix=True)
     assert controls_for("tpfr") == Controls(needs_style=True)

@@ -40,7 +40,7 @@ def test_upload_translate_and_read_the_output_back(served: Served, tmp_path: Pat
         driver.quit()
     # training scale: the shorter side at the run's load_size (36): 80x60 -> 48x36
     assert result.output.format == "PNG" and result.output.size == (48, 36), result.status
-    assert result.status.startswith("p2p/step_00000002: 48x36 in, 48x36 out (training scale)")
+    assert result.status.startswith("p2p/step_00000002: 48x36 in, 48x36 out (training scale: shorter side 36")
     given = np.asarray(Image.open(upload).convert("RGB").resize((48, 36)), dtype=np.float64)
     assert np.abs(np.asarray(result.output.convert("RGB"), dtype=np.float64) - given).mean() > 5
     page = Image.open(shot)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from gan_translate.data.images import ImageReadError, load_image, pil_to_tensor, probe_image, tensor_to_pil
+from gan_translate.data.transforms import resolve_test_scale
 from gan_translate.errors import UserError
 from gan_translate.inference import Translator, is_bidirectional, load_model, resolve_checkpoint, resolve_device
 from gan_translate.models import model_class
@@ -73,27 +74,25 @@ def check_size(width: int, height: int, *, what: str, max_megapixels: float, hin
                         f"{max_megapixels:g} MP (--max_megapixels){advice}")
 
 
-def training_scale(image: Image.Image, options: Any) -> Image.Image:
-    """``image`` resized the way training resized its images (the resize of ``--preprocess``, keeping the aspect
-    ratio, without crop or flip), so that objects have the size the model learned."""
-    mode, load = str(getattr(options, "preprocess", "none")), int(getattr(options, "load_size", 0) or 0)
-    if load <= 0 or mode in ("none", "crop"):
-        return image
-    width, height = image.size
-    scale = load / width if mode.startswith("scale_width") else load / min(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if size == image.size:
-        return image
-    return image.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+NATIVE = "none"  # load_translator's preprocess for native resolution (None: the run's training scale)
 
 
 @dataclass
 class Loaded:
-    """The one model in memory: what it is, and the checkpoint it came from."""
+    """The one model in memory (a run's, or stylize's VGG-19) and what it is."""
 
     key: tuple[str, ...]
-    translator: Translator | None = None
-    vgg: torch.nn.Module | None = None
+    model: torch.nn.Module | None = None
+    options: Any = None
+    translators: dict[str | None, Translator] = dataclasses.field(default_factory=dict)
+
+    def translator(self, preprocess: str | None) -> Translator:
+        """The model at a scale: ``preprocess`` as ``load_translator`` takes it (None = training scale, 'none' =
+        native resolution). Both scales share the one model."""
+        if preprocess not in self.translators:
+            self.translators[preprocess] = Translator(self.model, self.options,
+                                                      test_scale=resolve_test_scale(self.options, preprocess))
+        return self.translators[preprocess]
 
 
 class DemoSession:
@@ -121,7 +120,7 @@ class DemoSession:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _load_run(self, run_path: str | Path, checkpoint: str) -> tuple[Translator, Path]:
+    def _load_run(self, run_path: str | Path, checkpoint: str) -> tuple[Loaded, Path]:
         run_path = Path(run_path)
         try:
             ckpt = resolve_checkpoint(run_path, checkpoint or "latest")
@@ -133,9 +132,8 @@ class DemoSession:
         if self.loaded is None or self.loaded.key != key:
             self.release()
             model, options, _ = load_model(ckpt, device=self.device)
-            self.loaded = Loaded(key, translator=Translator(model, options))
-        assert self.loaded.translator is not None
-        return self.loaded.translator, ckpt
+            self.loaded = Loaded(key, model=model, options=options)
+        return self.loaded, ckpt
 
     def _load_vgg(self, last_layer: str, pool: str) -> torch.nn.Module:
         from gan_translate.nets.vgg import build_vgg19
@@ -143,10 +141,9 @@ class DemoSession:
         key = ("vgg", self.vgg_weights, last_layer, pool)
         if self.loaded is None or self.loaded.key != key:
             self.release()
-            self.loaded = Loaded(key, vgg=build_vgg19(self.vgg_weights, last_layer=last_layer, pool=pool)
+            self.loaded = Loaded(key, model=build_vgg19(self.vgg_weights, last_layer=last_layer, pool=pool)
                                  .to(self.device))
-        assert self.loaded.vgg is not None
-        return self.loaded.vgg
+        return self.loaded.model
 
     # ---- translation
     def translate(self, run_path: str | Path, checkpoint: str, image: str | Path | None, *, native: bool = False,
@@ -163,43 +160,42 @@ class DemoSession:
         """
         with self._lock:
             start = time.perf_counter()
-            translator, ckpt = self._load_run(run_path, checkpoint)
-            model, options = translator.model, translator.options
-            controls = controls_for(model.name)
+            loaded, ckpt = self._load_run(run_path, checkpoint)
+            translator = loaded.translator(NATIVE if native else None)
+            controls = controls_for(translator.model.name)
             if direction == "BtoA" and not controls.bidirectional:
                 direction = "AtoB"  # a switch left over from the previous run
-            channels = options.output_nc if direction == "BtoA" else options.input_nc
-            content = self._fit(read_upload(image, channels, max_megapixels=self.max_megapixels), options, native)
+            o = translator.options
+            content = self._checked(read_upload(image, o.output_nc if direction == "BtoA" else o.input_nc,
+                                                max_megapixels=self.max_megapixels), translator, native)
             styles = []
             if controls.needs_style:
-                styles.append(self._fit(read_upload(style, 3, what="style image", max_megapixels=self.max_megapixels),
-                                        options, native))
+                styles.append(self._checked(read_upload(style, 3, what="style image",
+                                                        max_megapixels=self.max_megapixels), translator, native))
                 if controls.style_mix and style2 and mix > 0:
-                    styles.append(self._fit(read_upload(style2, 3, what="second style image",
-                                                        max_megapixels=self.max_megapixels), options, native))
+                    styles.append(self._checked(read_upload(style2, 3, what="second style image",
+                                                            max_megapixels=self.max_megapixels), translator, native))
             if controls.style_mix:
                 out = self._stylize_with(translator, content, styles, mix=mix, alpha=alpha if controls.alpha else 1.0)
             else:
                 out = translator(content, direction=direction, style=styles[0] if styles else None)
-            scale = "native resolution" if native else "training scale"
+            width, height = translator.size_for(content.size)
             what = f"{Path(run_path).name}/{ckpt.name}" + (f" {direction}" if controls.bidirectional else "")
-            return out, (f"{what}: {content.width}x{content.height} in, {out.width}x{out.height} out ({scale}), "
+            return out, (f"{what}: {width}x{height} in, {out.width}x{out.height} out ({translator.scale}), "
                          f"{time.perf_counter() - start:.2f} s")
 
-    def _fit(self, image: Image.Image, options: Any, native: bool) -> Image.Image:
-        if not native:
-            image = training_scale(image, options)
-        check_size(image.width, image.height, what="the image to translate", max_megapixels=self.max_megapixels,
-                   hint=native)
+    def _checked(self, image: Image.Image, translator: Translator, native: bool) -> Image.Image:
+        """``image`` when the size the network will see is within the limit."""
+        width, height = translator.size_for(image.size)
+        check_size(width, height, what="the image to translate", max_megapixels=self.max_megapixels, hint=native)
         return image
 
     @torch.no_grad()
     def _stylize_with(self, translator: Translator, content: Image.Image, styles: list[Image.Image], *,
                       mix: float, alpha: float) -> Image.Image:
         """A style-interpolating model's ``stylize`` (AdaIN: Huang & Belongie sec. 7): the styles' targets mixed by
-        weight, then the content-style trade-off ``alpha``."""
-        device = translator.device
-        tensors = [pil_to_tensor(im.convert("RGB"))[None].to(device) for im in (content, *styles)]
+        weight, then the content-style trade-off ``alpha``; the images at the translator's scale."""
+        tensors = [translator.input_tensor(im, 3) for im in (content, *styles)]
         weights = [1.0 - mix, mix] if len(styles) == 2 else [1.0]
         out = translator.model.stylize(tensors[0], tensors[1:], weights=weights, alpha=float(alpha))
         return tensor_to_pil(out[0])
@@ -213,6 +209,7 @@ class DemoSession:
         The output has the content's size; ``image_size`` is the longer side the optimisation works at.
         """
         from gan_translate.stylize import StylizeSettings, finish, prepare_images, stylize
+        from gan_translate.stylize import _fit as fit_longer_side
 
         # mmd_gaussian compares random subsets of positions, a noisy objective that L-BFGS handles badly
         settings = StylizeSettings(image_size=int(image_size), steps=int(steps), style_losses={loss: 1.0},
@@ -224,7 +221,7 @@ class DemoSession:
             style_image = read_upload(style, 3, what="style image", max_megapixels=self.max_megapixels)
             vgg = self._load_vgg(settings.layers_in_use()[-1], settings.pool)
             original = pil_to_tensor(content_image)[None]
-            work = [pil_to_tensor(_longer_side(im, settings.image_size))[None].to(self.device)
+            work = [pil_to_tensor(fit_longer_side(im, settings.image_size))[None].to(self.device)
                     for im in (content_image, style_image)]
             work_content, work_styles = prepare_images(work[0], work[1:], settings.preserve_color)
             callback = (lambda step, _image: on_step(step, settings.steps)) if on_step else None
@@ -234,9 +231,3 @@ class DemoSession:
                          f"{result.losses[0]:.4g} -> {result.losses[-1]:.4g}, {out.width}x{out.height} out, "
                          f"{time.perf_counter() - start:.1f} s")
 
-
-def _longer_side(image: Image.Image, longer: int) -> Image.Image:
-    scale = longer / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS if scale < 1
-                                                         else Image.Resampling.BICUBIC)
