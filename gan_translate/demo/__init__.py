@@ -92,5 +92,6 @@ def demo_command(argv: Sequence[str]) -> int:
     try:
         serve(page, host=args.host, port=args.port)
     except OSError as err:  # the port is taken, the address is not this machine's
-        raise UserError(f"cannot serve on {args.host}:{args.port}: {err}") from None
+        reason = str(err).split(". ")[0]  # gradio's advice names its launch() arguments, not this command's
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {reason} (choose another --port)") from None
     return 0

@@ -7,9 +7,11 @@ model and every run written later appears without a line here.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from gan_translate.errors import UserError
 from gan_translate.losses.style import STYLE_LOSSES
 
 IMAGE_HEIGHT = 340
+KEPT_DOWNLOADS = 32  # PNGs written for the download button; older ones are deleted (gradio keeps its own copy)
 THUMBNAIL = 160  # gallery thumbnails: the full style image is loaded only when picked
 # Small images (the built-in data is 64 px) are drawn up to the box without smoothing, so their pixels stay visible.
 CSS = """
@@ -48,7 +51,9 @@ class DemoApp:
         self.checkpoints_dir = Path(checkpoints_dir) if checkpoints_dir else None
         self.single_run = read_run(run) if run else None  # a bad --run is the command's one-line error
         self.workdir = Path(tempfile.mkdtemp(prefix="gan_translate_demo_"))  # in the temp dir gradio may serve
+        atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
         self.examples = self._copy_examples()
+        self._downloads: deque[Path] = deque()
 
     # ---- what is on disk
     def runs(self) -> list[RunInfo]:
@@ -151,10 +156,17 @@ class DemoApp:
                 stem = f"{Path(run_value).name}_{checkpoint or LATEST_CHOICE}"
         except UserError as err:
             return None, gr.update(value=None, visible=False), f"error: {err}"
+        return out, gr.update(value=str(self._save_png(out, stem)), visible=True), line
+
+    def _save_png(self, image: Image.Image, stem: str) -> Path:
+        """The output as a PNG (lossless, unlike the framework's default WebP) for the download button."""
         png = self.workdir / uuid.uuid4().hex[:12] / f"{stem}.png"
         png.parent.mkdir()
-        out.save(png)  # PNG: lossless, unlike the framework's default WebP
-        return out, gr.update(value=str(png), visible=True), line
+        image.save(png)
+        self._downloads.append(png.parent)
+        while len(self._downloads) > KEPT_DOWNLOADS:
+            shutil.rmtree(self._downloads.popleft(), ignore_errors=True)
+        return png
 
     # ---- the page
     def build(self) -> gr.Blocks:

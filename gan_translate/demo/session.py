@@ -110,15 +110,17 @@ class DemoSession:
         self.device = resolve_device(device)
         self.max_megapixels = max_megapixels
         self.loaded: Loaded | None = None
-        self._lock = threading.Lock()  # one request at a time touches the model (and its RNG fork)
+        # one request at a time touches the model (and its RNG fork); re-entrant: loading releases under it
+        self._lock = threading.RLock()
 
     # ---- the one loaded model
     def release(self) -> None:
-        """Frees the loaded model (and the GPU memory it held)."""
-        self.loaded = None
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        """Frees the loaded model (and the GPU memory it held); waits for a translation using it to finish."""
+        with self._lock:
+            self.loaded = None
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def _load_run(self, run_path: str | Path, checkpoint: str) -> tuple[Loaded, Path]:
         run_path = Path(run_path)
