@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from gan_translate.cli import report_user_error, train_main
@@ -126,3 +127,45 @@ def test_an_error_on_rank_1_alone_is_shown_under_the_launcher(tmp_path: Path) ->
     # Rank 0, waiting for rank 1 in a collective, says why it stopped in one line too (no gloo traceback).
     assert "error: lost the connection to another process of this job" in proc.stderr
     assert "[rank0]: Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_threads_chosen_by_the_user_are_told_from_the_launchers_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gan_translate.engine.distributed as distributed
+
+    monkeypatch.setattr(distributed, "usable_cores", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")  # started by accelerate launch
+    monkeypatch.setattr(sys, "argv", ["/r/train.py", "--model", "pix2pix"])
+    launcher = ["python", "accelerate", "launch", "--multi_gpu", "/r/train.py", "--model", "pix2pix"]
+    monkeypatch.setattr(distributed, "_parent_launch", lambda: (launcher, {"PATH": "/bin"}))
+    assert distributed.choose_cpu_threads(0) == (4, "8 cores / 2 processes on this machine")  # the launcher's 1
+    assert distributed.choose_cpu_threads(3) == (3, "--num_cpu_threads 3")
+    monkeypatch.setattr(distributed, "_parent_launch", lambda: (launcher, {"OMP_NUM_THREADS": "1"}))
+    assert distributed.choose_cpu_threads(0) == (1, "OMP_NUM_THREADS=1")  # the user's shell had it
+    flag = launcher[:3] + ["--num_cpu_threads_per_process", "1"] + launcher[3:]
+    monkeypatch.setattr(distributed, "_parent_launch", lambda: (flag, {}))
+    assert distributed.choose_cpu_threads(0) == (1, "accelerate launch --num_cpu_threads_per_process 1")
+    after_script = launcher + ["--num_cpu_threads_per_process", "1"]  # the script's own argument, not the launcher's
+    monkeypatch.setattr(distributed, "_parent_launch", lambda: (after_script, {}))
+    assert distributed.choose_cpu_threads(0)[0] == 4
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")  # python train.py: OMP_NUM_THREADS is the user's
+    assert distributed.choose_cpu_threads(0) == (1, "OMP_NUM_THREADS=1")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the threads of a CPU run")
+@pytest.mark.parametrize("launcher_args", [[], ["--num_cpu_threads_per_process", "1"]])
+def test_accelerate_launch_on_a_cpu_uses_the_cores(launcher_args: list[str], tiny_data: Path, tmp_path: Path) -> None:
+    from gan_translate.engine.distributed import usable_cores
+
+    argv = accelerate_launch(*launcher_args, str(REPO / "train.py"),
+                             *tiny_run("pix2pix", tiny_data, tmp_path, "threads", "--max_steps", "1"))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(), timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = next(line for line in proc.stdout.splitlines() if line.startswith("training on"))
+    if launcher_args:
+        assert first == "training on cpu: 1 process, 1 torch thread (accelerate launch --num_cpu_threads_per_process 1)"
+    else:
+        cores = usable_cores()
+        assert first == (f"training on cpu: 1 process, {cores} torch thread{'s' if cores > 1 else ''} "
+                         f"({cores} cores / 1 process on this machine)")

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gan_translate.cli import train_main
 from gan_translate.engine.checkpoint import find_checkpoint, load_state
+from gan_translate.engine.distributed import usable_cores
 from tests.conftest import REPO, SHARED_DATA, tiny_run
 
 NETS = {"pix2pix": ("G", "D"), "cyclegan": ("G_A", "G_B", "D_A", "D_B")}
@@ -120,6 +121,9 @@ def test_two_processes_stay_in_sync(model: str, tiny_data: Path, tmp_path: Path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "weights identical on all 2 ranks" in out
+    if not torch.cuda.is_available():
+        threads = max(1, usable_cores() // 2)  # the cores shared by this machine's 2 processes, not the launcher's 1
+        assert f"training on cpu: 2 processes (gloo), {threads} torch thread" in out, out[-3000:]
     # One run: 7 images over 2 processes x 2 per batch = 2 steps per epoch (the last batch is completed by wrapping
     # around), 2 epochs; one process training alone would have run 4 steps per epoch.
     assert out.count("done: 4 steps") == 1, out[-3000:]

@@ -11,6 +11,8 @@ case, and refuses to train when the accelerator still ended up with fewer proces
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,3 +96,80 @@ def make_accelerator(**kwargs: Any) -> Accelerator:
         raise UserError(f"{variable}={world} says this job has {world} processes, but this one joined "
                         f"{accelerator.num_processes} (device {accelerator.device}); nothing was trained: {hint}")
     return accelerator
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU threads
+# ----------------------------------------------------------------------------------------------------------------------
+# `accelerate launch` always hands its processes OMP_NUM_THREADS: the value of its --num_cpu_threads_per_process, which
+# defaults to the launcher's own OMP_NUM_THREADS, else to 1 (and to cores / processes with --cpu only); torchrun sets 1
+# when it starts several processes. That 1 is no one's choice, and on a CPU it runs the whole training on one core. The
+# launcher's own command line and environment (its /proc entries: it is our parent) tell a chosen value from it.
+
+_LAUNCHER_VARIABLES = ("ACCELERATE_DYNAMO_BACKEND", "TORCHELASTIC_RUN_ID")  # set for the processes they start
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, physical cores only, within a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        import psutil
+
+        cores = min(cores, psutil.cpu_count(logical=False) or cores)
+    except ImportError:
+        pass
+    try:  # cgroup v2 (docker --cpus, Kubernetes limits): "max 100000" or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(cores, 1)
+
+
+def _parent_launch() -> tuple[list[str], dict[str, str]] | None:
+    """The command line and initial environment of the launcher that started this process (Linux), else None."""
+    parent = Path(f"/proc/{os.getppid()}")
+    try:
+        argv = parent.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
+        environ = parent.joinpath("environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return argv, dict(item.split("=", 1) for item in environ if "=" in item)
+
+
+def chosen_omp_threads() -> tuple[int, str] | None:
+    """OMP_NUM_THREADS when someone chose it -- the user, or accelerate's --num_cpu_threads_per_process -- and not a
+    launcher's default; with the name of who chose it."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not value.isdigit() or int(value) < 1:
+        return None
+    threads = int(value)
+    if not any(name in os.environ for name in _LAUNCHER_VARIABLES):
+        return threads, f"OMP_NUM_THREADS={threads}"
+    launch = _parent_launch()
+    if launch is None:  # cannot look at the launcher: trust the value
+        return threads, f"OMP_NUM_THREADS={threads}"
+    argv, environ = launch
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "\0"
+    launcher_args = next((argv[:i] for i, arg in enumerate(argv) if Path(arg).name == script), argv)
+    if any(arg.startswith("--num_cpu_threads") for arg in launcher_args):  # argparse also takes a prefix
+        return threads, f"accelerate launch --num_cpu_threads_per_process {threads}"
+    if "OMP_NUM_THREADS" in environ:
+        return threads, f"OMP_NUM_THREADS={threads}"
+    return None
+
+
+def choose_cpu_threads(requested: int) -> tuple[int, str]:
+    """Torch threads for a process training on the CPU, and why: ``requested`` (our --num_cpu_threads) if > 0, else
+    a number the user gave the launcher, else this machine's cores divided among the job's processes on it."""
+    if requested > 0:
+        return requested, f"--num_cpu_threads {requested}"
+    chosen = chosen_omp_threads()
+    if chosen:
+        return chosen
+    cores, local = usable_cores(), local_world_size()
+    return max(1, cores // local), f"{cores} cores / {local} process{'es' if local > 1 else ''} on this machine"

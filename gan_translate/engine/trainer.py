@@ -32,7 +32,7 @@ from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
-from gan_translate.engine.distributed import make_accelerator
+from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator
 from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuard
 from gan_translate.engine.schedules import build_scheduler
@@ -133,6 +133,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
         )
         acc = self.accelerator
+        acc.print(self._describe_processes())
         set_seed(options.seed)  # the same initial weights on every rank
         with acc.main_process_first():  # the first process makes the built-in data, the others then read it
             options.dataroot = resolve_dataroot(options)
@@ -174,6 +175,19 @@ class Trainer:
         for name, optim in zip(opt_names, prepared[len(names): len(names) + len(opt_names)]):
             self.model.optimizers[name] = GuardedOptimizer(optim, self.guard)
         self.loader = prepared[-1]
+
+    def _describe_processes(self) -> str:
+        """Sets the torch threads on a CPU (see distributed.choose_cpu_threads); says where and how the run trains."""
+        acc = self.accelerator
+        n = acc.num_processes
+        where = f"training on {acc.device.type}: {n} process{'es' if n > 1 else ''}"
+        if n > 1:
+            where += f" ({torch.distributed.get_backend()})"
+        if acc.device.type != "cpu":
+            return where
+        threads, why = choose_cpu_threads(self.opt.num_cpu_threads)
+        torch.set_num_threads(threads)
+        return f"{where}, {threads} torch thread{'s' if threads > 1 else ''}{' each' if n > 1 else ''} ({why})"
 
     def _all_reduce_min(self, value: torch.Tensor) -> torch.Tensor:
         """The minimum over ranks (so that every rank takes the same decision and DDP's collectives match)."""
@@ -384,8 +398,12 @@ def train(options: TrainOptions) -> Path:
         options.name = default_run_name(options)
     if math.isinf(options.lr) or math.isnan(options.lr):
         raise UserError(f"option --lr: {options.lr} is not a finite number")
-    trainer = Trainer(options)
+    threads = torch.get_num_threads()  # the trainer sets its own on a CPU; a caller in this process keeps its own
     try:
-        return trainer.fit()
+        trainer = Trainer(options)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.run_lock.release()
     finally:
-        trainer.run_lock.release()
+        torch.set_num_threads(threads)
