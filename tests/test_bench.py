@@ -261,3 +261,15 @@ def test_training_with_checkpointing_and_channels_last_matches_plain(tiny_data: 
     for tag in tags:
         values_plain, values_fast = ([e.value for e in tb.Scalars(tag)] for tb in (tb_plain, tb_fast))
         assert len(values_plain) == 2 and values_fast == pytest.approx(values_plain, rel=1e-4, abs=1e-6), tag
+
+
+def test_bench_does_not_import_the_cli() -> None:
+    """cli -> bench, never back: the command is `python -m gan_translate bench`, this module only its worker."""
+    import ast
+
+    import gan_translate.bench as bench
+
+    tree = ast.parse(Path(bench.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "gan_translate.models" in imported and not any(name.startswith("gan_translate.cli") for name in imported)
