@@ -504,9 +504,8 @@ def _worker(payload: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        _worker(sys.argv[2])
-    else:
-        from gan_translate.cli import bench_main
-
-        sys.exit(bench_main(sys.argv[1:]))
+    # This module's own entry point is the worker that ``run_in_subprocess`` starts for one configuration; the
+    # command is ``python -m gan_translate bench`` (cli.py imports this module, never the other way round).
+    if len(sys.argv) != 3 or sys.argv[1] != "--worker":
+        sys.exit("usage: python -m gan_translate bench [options]  (gan_translate.bench runs only as its worker)")
+    _worker(sys.argv[2])
