@@ -46,7 +46,11 @@ REFERENCE_PEAK_RSS = {("cyclegan", 256): 4.2e9}
 REFERENCE_NETG: dict[str, Callable[[int], str]] = {
     "pix2pix": lambda size: f"unet_{size}",  # the U-Net goes down to 1x1: unet_128 at 128 px, unet_256 at 256 px
     "cyclegan": lambda size: "resnet_9blocks",
+    "cut": lambda size: "resnet_9blocks",
+    "fastcut": lambda size: "resnet_9blocks",
 }
+# Benchmark names that are a registered model with options: FastCUT is CUT's --mode fastcut.
+MODEL_ALIASES: dict[str, tuple[str, dict[str, str]]] = {"fastcut": ("cut", {"mode": "fastcut"})}
 
 RESULT_MARKER = "BENCH_RESULT "
 
@@ -82,14 +86,15 @@ class BenchConfig:
     def argv(self) -> list[str]:
         """The training options as command-line arguments (resolved over options/<model>.yaml like train.py)."""
         net_g = self.netG or REFERENCE_NETG.get(self.model, lambda size: "")(self.size)
-        args = ["--model", self.model, "--dataroot", "synthetic", "--crop_size", str(self.size),
+        model, preset = MODEL_ALIASES.get(self.model, (self.model, {}))
+        args = ["--model", model, "--dataroot", "synthetic", "--crop_size", str(self.size),
                 "--load_size", str(self.size), "--batch_size", str(self.batch_size), "--ngf", str(self.ngf),
                 "--ndf", str(self.ndf), "--mixed_precision", self.mixed_precision,
                 "--channels_last", str(self.channels_last), "--compile", str(self.compile),
                 "--checkpointing", str(self.checkpointing), "--num_threads", "0"]
         if net_g:
             args += ["--netG", net_g]
-        for key, value in self.overrides.items():
+        for key, value in {**preset, **self.overrides}.items():
             args += [f"--{key}", value]
         return args
 
@@ -99,7 +104,7 @@ def build_options(config: BenchConfig) -> Any:
     from gan_translate import config as options_module
     from gan_translate.models import model_class
 
-    cls = model_class(config.model)
+    cls = model_class(MODEL_ALIASES.get(config.model, (config.model, {}))[0])
     options = options_module.resolve(cls.Options, cls.name, config.argv(), prog="bench")
     if options.dataset_mode not in ("aligned", "unaligned"):
         raise UserError(f"option --models: {config.model} needs {options.dataset_mode} data, which the benchmark "

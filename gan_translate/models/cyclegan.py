@@ -48,11 +48,12 @@ class CycleGANModel(TranslationModel):
         super().__init__(options, training=training)
         o = options
         init = dict(init_type=o.init_type, init_gain=o.init_gain)
-        gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample, **init)
+        gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
+                   **init)
         self.nets["G_A"] = build_generator(o.netG, o.input_nc, o.output_nc, **gen)
         self.nets["G_B"] = build_generator(o.netG, o.output_nc, o.input_nc, **gen)
         if training:
-            disc = dict(ndf=o.ndf, n_layers_D=o.n_layers_D, norm=o.norm, **init)
+            disc = dict(ndf=o.ndf, n_layers_D=o.n_layers_D, norm=o.norm, antialias=o.antialias, **init)
             self.nets["D_A"] = build_discriminator(o.netD, o.output_nc, **disc)
             self.nets["D_B"] = build_discriminator(o.netD, o.input_nc, **disc)
             self.optimizers = {"G": self.adam("G_A", "G_B"), "D": self.adam("D_A", "D_B")}
