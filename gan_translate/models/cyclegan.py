@@ -119,9 +119,16 @@ class CycleGANModel(TranslationModel):
         self.fake_b_pool.load_state_dict(state["fake_B_pool"])
 
     def translate(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """fake_B = G_A(A) and/or fake_A = G_B(B); with ``batch["reconstruct"]`` also the cycles rec_A = G_B(fake_B)
+        and rec_B = G_A(fake_A), as the reference's test writes them (their L1 to the input is the held-out figure
+        that falls as CycleGAN learns; see README "Testing a model")."""
         out = {}
         if "A" in batch:
             out["fake_B"] = self.nets["G_A"](batch["A"])
+            if batch.get("reconstruct"):
+                out["rec_A"] = self.nets["G_B"](out["fake_B"])
         if "B" in batch:
             out["fake_A"] = self.nets["G_B"](batch["B"])
+            if batch.get("reconstruct"):
+                out["rec_B"] = self.nets["G_A"](out["fake_A"])
         return out
