@@ -65,6 +65,9 @@ class TrainOptions:
     no_dropout: bool = opt(False, "no dropout in the generator")
     upsample: str = choice("transposed", ("transposed", "resize"),
                            "generator upsampling; resize = nearest + conv, against checkerboard artifacts")
+    unet_skip: str = choice("input", ("input", "activated"),
+                            "what U-Net skips carry: a level's input, or its LeakyReLU (the reference's in-place "
+                            "activation; set for imported reference weights)")
     # --- data
     dataset_mode: str = choice("unaligned", ("aligned", "unaligned", "single"), "how the data folder is organised")
     direction: str = choice("AtoB", ("AtoB", "BtoA"), "translation direction")
