@@ -55,6 +55,10 @@ def import_command(argv: Sequence[str]) -> int:
         raise UserError(f"import: unknown source '{argv[0]}' (choose from {', '.join(SOURCES)})")
     module, function = SOURCES[argv[0]]
     run_dir: Path = getattr(importlib.import_module(module), function)(argv[1:])
-    print(f"translate with: python test.py --name {run_dir.name} --checkpoints_dir {run_dir.parent} "
-          "--dataroot DIR --dataset_mode single")
+    from gan_translate.config import read_yaml
+    from gan_translate.models import model_class
+
+    style = " --style_dir STYLES" if model_class(read_yaml(run_dir / "config.yaml")["model"]).needs_style else ""
+    where = "" if run_dir.parent == Path("checkpoints") else f" --checkpoints_dir {run_dir.parent}"
+    print(f"translate with: python test.py --name {run_dir.name}{where} --dataroot DIR --dataset_mode single{style}")
     return 0
