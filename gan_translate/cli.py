@@ -24,7 +24,7 @@ commands:
   export   a trained generator to ONNX:  python -m gan_translate export --name NAME --format onnx [--output F]
   stylize  neural style transfer by optimisation (Gatys et al. and variants):
            python -m gan_translate stylize --content IMG --style IMG [IMG ...] --out OUT.png [options]
-  import   weights of other projects (pix2pix/CycleGAN reference, AdaIN, TPFR) as a run folder:
+  import   weights of other projects (pix2pix/CycleGAN reference, CUT, AdaIN, TPFR) as a run folder:
            python -m gan_translate import reference latest_net_G.pth --model cyclegan --name horse2zebra
   bench    speed and memory of the training step (s/iter, FLOP/s, peak memory, inference images/s):
            python -m gan_translate bench [--models pix2pix,cyclegan] [--sizes 128,256] [--json OUT.json]

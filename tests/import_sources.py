@@ -121,7 +121,7 @@ def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in net.state_dict().items():
-            if tensor.is_floating_point():
+            if tensor.is_floating_point() and not name.endswith("filt"):  # CUT's blur kernels are fixed
                 if name.endswith("running_var"):
                     tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
                 elif name.endswith("weight") and tensor.dim() == 1:
@@ -277,3 +277,54 @@ class TPFRGenerator(nn.Module):
 
     def model_merge_dec(self, z):
         return self.model_dec(self.model_merge(z))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# taesungp/contrastive-unpaired-translation (models/networks.py: antialiased ResnetGenerator, Downsample, Upsample)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class CUTDownsample(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        a = torch.tensor([1.0, 2.0, 1.0])
+        filt = a[:, None] * a[None, :]
+        self.register_buffer("filt", (filt / filt.sum())[None, None].repeat(channels, 1, 1, 1))
+        self.pad = nn.ReflectionPad2d([1, 1, 1, 1])
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(self.pad(x), self.filt, stride=2, groups=x.shape[1])
+
+
+class CUTUpsample(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        a = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        filt = a[:, None] * a[None, :]
+        self.register_buffer("filt", (filt / filt.sum() * 4)[None, None].repeat(channels, 1, 1, 1))
+        self.pad = nn.ReplicationPad2d([1, 1, 1, 1])
+
+    def forward(self, x):
+        out = torch.nn.functional.conv_transpose2d(self.pad(x), self.filt, stride=2, padding=2, groups=x.shape[1])
+        return out[:, :, 1:, 1:][:, :, :-1, :-1]
+
+
+class CUTResnetGenerator(nn.Module):
+    def __init__(self, input_nc=3, output_nc=3, ngf=64, n_blocks=9):
+        super().__init__()
+        norm_layer, use_bias = reference_norm("instance")
+        model = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=use_bias), norm_layer(ngf), nn.ReLU(True)]
+        for i in range(2):
+            mult = 2 ** i
+            model += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=1, padding=1, bias=use_bias),
+                      norm_layer(ngf * mult * 2), nn.ReLU(True), CUTDownsample(ngf * mult * 2)]
+        model += [RefResnetBlock(ngf * 4, norm_layer, False, use_bias) for _ in range(n_blocks)]
+        for i in range(2):
+            mult = 2 ** (2 - i)
+            model += [CUTUpsample(ngf * mult), nn.Conv2d(ngf * mult, ngf * mult // 2, 3, stride=1, padding=1,
+                                                         bias=use_bias), norm_layer(ngf * mult // 2), nn.ReLU(True)]
+        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x):
+        return self.model(x)

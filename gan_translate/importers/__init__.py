@@ -4,6 +4,7 @@
     python -m gan_translate import reference checkpoints/myrun --name myrun
     python -m gan_translate import adain --decoder decoder.pth --vgg vgg_normalised.pth --name adain_official
     python -m gan_translate import tpfr 200_net_G.pth --name tpfr_official
+    python -m gan_translate import cut latest_net_G.pth --name h2z_cut
 
 One module per source project. Each reads the files with ``torch.load(weights_only=True)`` (``common``), works out the
 architecture from the keys, loads the tensors into our networks and writes a run folder (config.yaml, ``epoch_000/``
@@ -24,6 +25,7 @@ SOURCES = {
     "reference": ("gan_translate.importers.reference", "import_reference"),
     "adain": ("gan_translate.importers.adain", "import_adain"),
     "tpfr": ("gan_translate.importers.tpfr", "import_tpfr"),
+    "cut": ("gan_translate.importers.cut", "import_cut"),
 }
 
 USAGE = """usage: python -m gan_translate import <source> ...
@@ -33,6 +35,8 @@ sources:
              python -m gan_translate import reference latest_net_G.pth --model cyclegan --name horse2zebra
   adain      naoto0804/pytorch-AdaIN: decoder.pth (or decoder_iter_N.pth.tar) + vgg_normalised.pth
              python -m gan_translate import adain --decoder decoder.pth --vgg vgg_normalised.pth --name adain
+  cut        taesungp/contrastive-unpaired-translation: latest_net_G.pth (published) or a run folder (G, D, F)
+             python -m gan_translate import cut latest_net_G.pth --name h2z_cut
   tpfr       nnaisense/conditional-style-transfer: 200_net_G.pth (+ 200_net_D.pth)
              python -m gan_translate import tpfr 200_net_G.pth --name tpfr
 

@@ -182,7 +182,9 @@ def build_options(model: str, values: Mapping[str, Any]) -> Any:
     merged: dict[str, Any] = {}
     for path in config.model_yaml_files(model, quick=False):
         merged.update(config.read_yaml(path))
-    merged.update({k: v for k, v in values.items() if k in names})
+    chosen = {k: v for k, v in values.items() if k in names}
+    merged.update(cls.Options.presets({**merged, **chosen}))  # e.g. CUT's --mode fastcut, as the command line does
+    merged.update(chosen)
     merged["model"] = model
     return config.validate(cls.Options, merged)
 
