@@ -24,6 +24,8 @@ commands:
   export   a trained generator to ONNX:  python -m gan_translate export --name NAME --format onnx [--output F]
   stylize  neural style transfer by optimisation (Gatys et al. and variants):
            python -m gan_translate stylize --content IMG --style IMG [IMG ...] --out OUT.png [options]
+  import   weights of other projects (pix2pix/CycleGAN reference, CUT, AdaIN, TPFR) as a run folder:
+           python -m gan_translate import reference latest_net_G.pth --model cyclegan --name horse2zebra
   bench    speed and memory of the training step (s/iter, FLOP/s, peak memory, inference images/s):
            python -m gan_translate bench [--models pix2pix,cyclegan] [--sizes 128,256] [--json OUT.json]
 
@@ -146,6 +148,11 @@ def parse_train_options(argv: Sequence[str], prog: str = "train.py"):
     model_name = config.peek(argv, "model")
     if model_name is None and config.peek(argv, "config"):
         model_name = config.read_yaml(config.peek(argv, "config")).get("model")
+    resuming = any(a == "--continue_train" or a.startswith("--continue_train=") for a in argv)
+    if model_name is None and resuming and config.peek(argv, "name"):  # a resumed run knows its model
+        saved_run = Path(config.peek(argv, "checkpoints_dir") or "checkpoints") / config.peek(argv, "name")
+        if (saved_run / "config.yaml").is_file():
+            model_name = config.read_yaml(saved_run / "config.yaml").get("model")
     cls = model_class(model_name or "cyclegan")
     options = config.resolve(cls.Options, cls.name, argv, prog=prog)
     if not options.name:
@@ -211,6 +218,14 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
 
 
 @user_errors_exit
+def import_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate import <source> ...``."""
+    from gan_translate.importers import import_command
+
+    return import_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gan_translate <command> ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -219,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                               "test": test_main.__wrapped__,
                                                               "fid": fid_main.__wrapped__,
                                                               "export": export_main.__wrapped__,
-                                                              "bench": bench_main.__wrapped__}
+                                                              "bench": bench_main.__wrapped__,
+                                                              "import": import_main.__wrapped__}
     if not argv or argv[0] in ("-h", "--help"):
         print(COMMANDS_HELP)
         return 0

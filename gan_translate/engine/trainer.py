@@ -207,9 +207,13 @@ class Trainer:
     # ---- state
     def _resume(self) -> None:
         ckpt = find_checkpoint(self.run_dir, "latest")
+        state = load_state(ckpt)
+        imported = state.get("imported")
+        if imported is not None:  # weights from another project (python -m gan_translate import): no optimizer state
+            self._start_from_import(ckpt, imported)
+            return
         for name, net in self.model.nets.items():
             load_net(net, ckpt, name)
-        state = load_state(ckpt)
         for name, optim in self.model.optimizers.items():
             optim.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
@@ -222,6 +226,15 @@ class Trainer:
         if state.get("scaler") and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.accelerator.print(f"resumed from {ckpt} at step {self.progress.step}, epoch {self.progress.epoch + 1}")
+
+    def _start_from_import(self, ckpt: Path, imported: dict[str, Any]) -> None:
+        """Fine-tuning of imported weights: every network from the checkpoint, fresh optimizers and schedules."""
+        if not imported.get("fine_tune"):
+            raise UserError(f"option --continue_train: {self.run_dir} cannot be fine-tuned: {imported.get('reason')}")
+        for name, net in self.model.nets.items():
+            load_net(net, ckpt, name)
+        self.accelerator.print(f"fine-tuning the weights imported from {imported.get('source')} with fresh "
+                               "optimizers and learning-rate schedules (the source saved none)")
 
     def save(self, tag: str) -> None:
         """Every rank contributes its RNG state; the main process writes the checkpoint."""
