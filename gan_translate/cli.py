@@ -28,6 +28,8 @@ commands:
            python -m gan_translate import reference latest_net_G.pth --model cyclegan --name horse2zebra
   bench    speed and memory of the training step (s/iter, FLOP/s, peak memory, inference images/s):
            python -m gan_translate bench [--models pix2pix,cyclegan] [--sizes 128,256] [--json OUT.json]
+  demo     a local web page that translates uploaded images with trained runs (needs the extra "demo"):
+           python -m gan_translate demo [--checkpoints_dir checkpoints | --run DIR] [--host H] [--port P]
 
 `python -m gan_translate <command> --help` lists a command's options."""
 
@@ -226,6 +228,14 @@ def import_main(argv: Sequence[str] | None = None) -> int:
 
 
 @user_errors_exit
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate demo`` (gradio, the extra "demo", is imported only here)."""
+    from gan_translate.demo import demo_command
+
+    return demo_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gan_translate <command> ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -235,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                               "fid": fid_main.__wrapped__,
                                                               "export": export_main.__wrapped__,
                                                               "bench": bench_main.__wrapped__,
-                                                              "import": import_main.__wrapped__}
+                                                              "import": import_main.__wrapped__,
+                                                              "demo": demo_main.__wrapped__}
     if not argv or argv[0] in ("-h", "--help"):
         print(COMMANDS_HELP)
         return 0
