@@ -141,9 +141,27 @@ def read_index(tar_path: str | os.PathLike) -> dict:
         except (OSError, ValueError) as err:
             raise UserError(f"cannot read shard index {sidecar}: {err}") from None
         if (index.get("format") == INDEX_FORMAT and index.get("version") == INDEX_VERSION
-                and index.get("tar_bytes") == tar_path.stat().st_size):
+                and index.get("tar_bytes") == tar_path.stat().st_size and _headers_agree(tar_path, index)):
             return index
     return _build_index(tar_path, skip_bad=False)
+
+
+def _headers_agree(tar_path: Path, index: dict) -> bool:
+    """Whether the tar headers of a few indexed members (first, middle, last) give the indexed sizes: a shard
+    rewritten after indexing is noticed (tar sizes come in 10 KiB records, so the total size alone often agrees)."""
+    members = index["members"]
+    if not members:
+        return True
+    with open(tar_path, "rb") as stream:
+        for name, offset, length, *_ in (members[0], members[len(members) // 2], members[-1]):
+            stream.seek(offset - tarfile.BLOCKSIZE)  # the member's own header block sits right before its data
+            try:
+                info = tarfile.TarInfo.frombuf(stream.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
+            except tarfile.TarError:
+                return False
+            if info.size != length or not name.startswith(info.name):
+                return False
+    return True
 
 
 # --- a sequence of images inside shards -------------------------------------------------------------------------------
