@@ -159,10 +159,24 @@ def test_aligned_grayscale_sides_follow_input_and_output_nc(tmp_path: Path) -> N
     assert swapped["A"].shape == (1, 16, 16) and colour_of(swapped["B"]) == RED
 
 
-def test_aligned_rejects_an_image_that_is_not_twice_as_wide(tmp_path: Path) -> None:
-    fill_folder(tmp_path / "train", 1, size=(30, 20))
-    with pytest.raises(UserError, match=r"000\.png is 30x20: aligned images hold A and B side by side, so the width "
-                                        r"must be twice the height$"):
+@pytest.mark.parametrize("size, half", [((520, 264), (260, 264)), ((510, 256), (255, 256)),
+                                        ((640, 240), (320, 240)), ((41, 30), (20, 30)), ((2, 5), (1, 5))])
+def test_aligned_splits_any_aspect_ratio_at_half_the_width(tmp_path: Path, size: tuple[int, int],
+                                                           half: tuple[int, int]) -> None:
+    width, height = size
+    left, right = Image.new("RGB", (width // 2, height), RED), Image.new("RGB", (width - width // 2, height), BLUE)
+    write_pair(tmp_path / "train" / "0.png", left, right)  # an odd width: the last (blue) column is dropped
+    native = AlignedDataset(make_opt(tmp_path, preprocess="none"))[0]
+    assert native["A"].shape[1:] == native["B"].shape[1:] == (half[1], half[0])
+    assert colour_of(native["A"]) == RED and colour_of(native["B"]) == BLUE
+    square = AlignedDataset(make_opt(tmp_path))[0]  # resize_and_crop makes non-square halves square
+    assert square["A"].shape == square["B"].shape == (3, 16, 16)
+
+
+def test_aligned_refuses_only_a_file_too_narrow_to_split(tmp_path: Path) -> None:
+    fill_folder(tmp_path / "train", 1, size=(1, 20))
+    with pytest.raises(UserError, match=r"000\.png is 1x20: aligned images hold A and B side by side, so they need a "
+                                        r"width of at least 2$"):
         AlignedDataset(make_opt(tmp_path))
 
 

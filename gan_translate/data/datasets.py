@@ -11,6 +11,7 @@ Conventions: the returned "A" is always the network input (``input_nc`` channels
 from __future__ import annotations
 
 import abc
+import copy
 import hashlib
 import random
 import sys
@@ -162,7 +163,13 @@ class ImageDataset(Dataset, abc.ABC):
         _check_choice("input_nc", opt.input_nc, _CHANNELS)
         _check_choice("output_nc", opt.output_nc, _CHANNELS)
         resized_size(opt, (1, 1))  # validates preprocess before any file is read
-        self.opt = opt
+        self.opt = self._train_opt = opt
+        # CUT's rule (``decay_no_jitter``): in the decay epochs (0-based epoch >= n_epochs) images are resized straight
+        # to crop_size, so the random crop no longer moves them (flips stay).
+        self._decay_opt = None
+        if getattr(opt, "decay_no_jitter", False):
+            self._decay_opt = copy.copy(opt)
+            self._decay_opt.load_size = opt.crop_size
         self.seed = int(opt.seed)
         self.skip_bad = bool(getattr(opt, "skip_bad_images", False))
         self.swap = opt.direction == "BtoA"
@@ -255,6 +262,8 @@ class ImageDataset(Dataset, abc.ABC):
         """
         length = len(self)
         epoch, index = _split_key(key, length)
+        decay = self._decay_opt is not None and epoch >= self._train_opt.n_epochs
+        self.opt = self._decay_opt if decay else self._train_opt
         for offset in range(length):
             current = (index + offset) % length
             try:
@@ -271,38 +280,44 @@ class ImageDataset(Dataset, abc.ABC):
 # --- the three layouts of the reference ----------------------------------------------------------------------------
 
 
-def _side_by_side_half(path: str, size: Size) -> Size:
-    """The size of each half of an A|B image, or an error naming a file that is not twice as wide as high."""
+def pair_half_size(path: str, size: Size) -> Size:
+    """The size of each half of an A|B image: split at width // 2, whatever the aspect ratio, as the reference does
+    (an odd last column is dropped); only an image too narrow to split is an error naming it."""
     width, height = size
-    if width != 2 * height:
+    if width < 2:
         raise ImageReadError(
             path,
-            f"is {width}x{height}, not twice as wide as high",
-            f"{path} is {width}x{height}: aligned images hold A and B side by side, "
-            "so the width must be twice the height",
+            f"is {width}x{height}, too narrow to split into A|B",
+            f"{path} is {width}x{height}: aligned images hold A and B side by side, so they need a width of at least 2",
         )
     return width // 2, height
+
+
+def split_pair(pair: Image.Image, path: str) -> tuple[Image.Image, Image.Image]:
+    """The left and right halves of an A|B image (each ``width // 2`` wide; an odd last column is dropped)."""
+    half, height = pair_half_size(path, pair.size)
+    return pair.crop((0, 0, half, height)), pair.crop((half, 0, 2 * half, height))
 
 
 class AlignedDataset(ImageDataset):
     """Paired images in the pix2pix format: ``dataroot/<phase>/`` holds A|B side by side in one file.
 
+    Any aspect ratio: each file is split at ``width // 2`` (e.g. 520x264 -> two 260x264 halves, 640x240 -> two
+    320x240 photos); non-square halves then follow ``preprocess`` (resize_and_crop makes them square, none keeps them).
     Both halves get the same crop and flip. Items: ``{"A", "B", "A_paths", "B_paths"}`` (both paths name the file).
     """
 
     def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
         super().__init__(opt, scan_cache)
         self.root, paths = open_images(opt, opt.phase)
-        self.paths, self.sizes = self._scan(self.root, _limit(paths, opt.max_dataset_size), check=_side_by_side_half)
+        self.paths, self.sizes = self._scan(self.root, _limit(paths, opt.max_dataset_size), check=pair_half_size)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _load_item(self, index: int, rng: random.Random) -> dict:
         path = self.paths[index]
-        pair = read_image(self.paths, index, 3)
-        half = pair.width // 2
-        left, right = pair.crop((0, 0, half, pair.height)), pair.crop((half, 0, 2 * half, pair.height))
+        left, right = split_pair(read_image(self.paths, index, 3), path)
         source, target = (right, left) if self.swap else (left, right)
         params = get_params(self.opt, source.size, rng)
         return {
