@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
@@ -33,6 +32,8 @@ from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
+from gan_translate.engine.distributed import make_accelerator
+from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuard
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.errors import UserError
@@ -126,16 +127,30 @@ class Trainer:
         reuse_freed_memory()
         self.opt = options
         self.run_dir = Path(options.checkpoints_dir) / options.name
-        self.accelerator = Accelerator(
+        self.accelerator = make_accelerator(
             mixed_precision=options.mixed_precision,
             log_with="tensorboard",
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
         )
         acc = self.accelerator
         set_seed(options.seed)  # the same initial weights on every rank
-        with acc.main_process_first():
+        with acc.main_process_first():  # the first process makes the built-in data, the others then read it
             options.dataroot = resolve_dataroot(options)
-            self.dataset = create_dataset(options)
+        # Every rank reads the folder on its own: an unreadable one fails on all ranks alike (one message, see cli.py)
+        # instead of on rank 0 while the others wait for it in a barrier.
+        self.dataset = create_dataset(options)
+        # The main process is the run folder's one writer; a second training on the same folder stops here.
+        self.run_lock = RunLock(self.run_dir)
+        if acc.is_main_process:
+            self.run_lock.acquire()
+        try:
+            self._build(options)
+        except BaseException:
+            self.run_lock.release()
+            raise
+
+    def _build(self, options: TrainOptions) -> None:
+        acc = self.accelerator
         loader = create_dataloader(self.dataset, batch_size=options.batch_size, shuffle=not options.serial_batches,
                                    seed=options.seed, num_workers=options.num_threads)
         self.model: TranslationModel = create_model(options).to(acc.device)
@@ -369,4 +384,8 @@ def train(options: TrainOptions) -> Path:
         options.name = default_run_name(options)
     if math.isinf(options.lr) or math.isnan(options.lr):
         raise UserError(f"option --lr: {options.lr} is not a finite number")
-    return Trainer(options).fit()
+    trainer = Trainer(options)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.run_lock.release()
