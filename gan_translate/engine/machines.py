@@ -17,7 +17,6 @@ rank with ``rank0_outcome``, so that all of them stop with rank 0's message at o
 from __future__ import annotations
 
 import datetime
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -39,6 +38,8 @@ _TIMED_OUT = ("Timed out", "timed out", "Timeout", "DEADLINE_EXCEEDED")
 
 class LostMachine(UserError):
     """Another process of the run stopped answering or went away; the message says which and the last checkpoint."""
+
+    exit_code = 1  # not the user's mistake: the command was right and can be run again
 
 
 def process_group_kwargs(timeout_s: float) -> list[Any]:
@@ -128,6 +129,3 @@ def describe_write_failure(err: BaseException) -> str | None:
         return f"{err.strerror or err}" + (f" ({err.filename})" if getattr(err, "filename", None) else "")
     return None
 
-
-def this_machine() -> str:
-    return f"{socket.gethostname()} (pid {os.getpid()})"
