@@ -121,11 +121,10 @@ def check_shared_run_folder(run_dir: Path, *, is_main: bool, rank: int) -> None:
                         "every rank reads them to resume)")
 
 
-def describe_write_failure(err: BaseException) -> str | None:
-    """The reason of a failed file write (disk full, quota, permissions), or None for other errors."""
-    if isinstance(err, UserError):
-        return str(err)
-    if isinstance(err, OSError):
-        return f"{err.strerror or err}" + (f" ({err.filename})" if getattr(err, "filename", None) else "")
-    return None
-
+def describe_write_failure(err: BaseException) -> str:
+    """The reason a file write failed, in one line (disk full and quotas come as OSError, or inside the message of
+    the library that wrote: safetensors says "No space left on device (os error 28)")."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror + (f" ({err.filename})" if err.filename else "")
+    text = " ".join(str(err).split())
+    return text[:300] if text else type(err).__name__

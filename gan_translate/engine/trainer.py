@@ -251,10 +251,10 @@ class Trainer:
 
         # Rank 0's outcome goes to every rank (in place of a barrier): a failed write (disk full) stops them all now,
         # with its reason, instead of leaving the others to train on without checkpoints or to time out.
-        def failure(err: BaseException) -> str | None:
-            reason = describe_write_failure(err)
-            return reason and f"cannot write checkpoint {tag} in {self.run_dir}: {reason}; the checkpoint before it " \
-                              "is kept (free space, then resume with --continue_train)"
+        def failure(err: BaseException) -> str:
+            what = str(err) if isinstance(err, UserError) else \
+                f"cannot write checkpoint {tag} in {self.run_dir}: {describe_write_failure(err)}"
+            return f"{what}; the checkpoint before it is kept (free space, then resume with --continue_train)"
 
         rank0_outcome(write, is_main=acc.is_main_process, distributed=self.distributed, describe=failure)
 
