@@ -306,45 +306,47 @@ class Trainer:
         stopped = progress.step >= total
         signal_stop = GracefulStop().install()
         interrupted = None
-        while not stopped and progress.epoch < opt.total_epochs:
-            self.loader.set_epoch(progress.epoch)
-            batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
-                       if progress.batch_in_epoch else self.loader)
-            for batch in batches:
-                self.guard.begin_step()
-                ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
-                logs = model.training_step(batch, ctx)
-                progress.step += 1
-                progress.batch_in_epoch += 1
-                warning = self.guard.end_step(logs, progress.step)
-                if warning:
-                    if acc.is_local_main_process:
-                        bar.write(warning)
-                    acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
-                else:
-                    epoch_losses.append(sum(logs.values()))
-                bar.update(1)
-                if progress.step % opt.print_freq == 0 or progress.step == 1:
-                    bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
-                                        " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
-                    acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
-                             "epoch": progress.epoch + 1}, step=progress.step)
-                good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
-                if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
-                    self._log_images(tracker)
-                if good and progress.step % opt.save_latest_freq == 0:
-                    self.save(f"step_{progress.step:08d}")
-                if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
-                    self._validate()
-                interrupted = self._stop_requested(signal_stop)
-                if progress.step >= total or interrupted:
-                    stopped = True
-                    break
-            if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
-                self._end_epoch(epoch_losses)
-                epoch_losses = []
-        bar.close()
-        signal_stop.restore()
+        try:
+            while not stopped and progress.epoch < opt.total_epochs:
+                self.loader.set_epoch(progress.epoch)
+                batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
+                           if progress.batch_in_epoch else self.loader)
+                for batch in batches:
+                    self.guard.begin_step()
+                    ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
+                    logs = model.training_step(batch, ctx)
+                    progress.step += 1
+                    progress.batch_in_epoch += 1
+                    warning = self.guard.end_step(logs, progress.step)
+                    if warning:
+                        if acc.is_local_main_process:
+                            bar.write(warning)
+                        acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
+                    else:
+                        epoch_losses.append(sum(logs.values()))
+                    bar.update(1)
+                    if progress.step % opt.print_freq == 0 or progress.step == 1:
+                        bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
+                                            " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
+                        acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
+                                 "epoch": progress.epoch + 1}, step=progress.step)
+                    good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
+                    if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
+                        self._log_images(tracker)
+                    if good and progress.step % opt.save_latest_freq == 0:
+                        self.save(f"step_{progress.step:08d}")
+                    if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
+                        self._validate()
+                    interrupted = self._stop_requested(signal_stop)
+                    if progress.step >= total or interrupted:
+                        stopped = True
+                        break
+                if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
+                    self._end_epoch(epoch_losses)
+                    epoch_losses = []
+        finally:  # an error ends the bar's line, so that its message starts a line of its own
+            bar.close()
+            signal_stop.restore()
         if tracker is not None and not self.guard.bad:
             self._log_images(tracker)
         self.save(f"step_{progress.step:08d}")
