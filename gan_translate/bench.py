@@ -433,6 +433,8 @@ def build_parser() -> _Parser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training option, e.g. --set norm=batch (repeatable)")
     p.add_argument("--json", default="", help="write the results to this JSON file")
+    p.add_argument("--data", action="store_true",
+                   help="benchmark data loading instead (loose files vs shards, memory, start-up; see --data --help)")
     # Small networks for tests and quick looks; the reference settings are the defaults.
     p.add_argument("--ngf", type=int, default=64, help=argparse.SUPPRESS)
     p.add_argument("--ndf", type=int, default=64, help=argparse.SUPPRESS)
@@ -444,6 +446,10 @@ def build_parser() -> _Parser:
 
 def bench_command(argv: Sequence[str]) -> int:
     """``python -m gan_translate bench ...``: runs every configuration, prints the table, writes the JSON."""
+    if "--data" in argv:  # the data-loading benchmark has options of its own
+        from gan_translate.bench_data import data_bench_command
+
+        return data_bench_command([arg for arg in argv if arg != "--data"])
     args = build_parser().parse_args(list(argv))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("option --device: cuda is not available on this machine")

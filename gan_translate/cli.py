@@ -47,10 +47,12 @@ def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> int:
+        code = EXIT_USER_ERROR
         try:
             return func(*args, **kwargs) or 0
         except UserError as err:
             message = _user_message(err)
+            code = getattr(err, "exit_code", EXIT_USER_ERROR)  # a lost machine is no mistake of the user's: 1
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
@@ -64,7 +66,7 @@ def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
             else:
                 raise
         report_user_error(message)
-        return EXIT_USER_ERROR
+        return code
 
     return wrapper
 

@@ -118,6 +118,9 @@ class TrainOptions:
     continue_train: bool = opt(False, "resume the run from its latest checkpoint, with its full state")
     max_bad_steps: int = opt(5, "stop after this many consecutive steps with a NaN/Inf loss (each is skipped)",
                              minimum=1)
+    # --- several processes and machines (README "Many machines")
+    ddp_timeout: int = opt(300, "seconds a process waits for the others in a collective before it stops (a machine "
+                                "that hung or was lost); longer than any pause of one rank alone", minimum=1)
 
     def validate(self) -> None:
         """Checks that involve several options; models extend it."""
