@@ -32,13 +32,25 @@ SMALL = {
 }
 
 
-def write_run(checkpoints: Path, name: str, model: str, dataroot: Path, *extra: str, steps: int = 7) -> Path:
-    """A run folder as the trainer leaves it, holding the model's untrained networks (seeded)."""
+def _untrained(checkpoints: Path, name: str, model: str, dataroot: Path, *extra: str):
     cls = model_class(model)
     options = resolve(cls.Options, model, ["--dataroot", str(dataroot), "--name", name,
                                            "--checkpoints_dir", str(checkpoints), *SMALL.get(model, []), *extra])
     torch.manual_seed(0)
-    built = cls(options, training=False)
+    return options, cls(options, training=False)
+
+
+def write_imported_run(checkpoints: Path, name: str, model: str, dataroot: Path) -> Path:
+    """A run folder as ``python -m gan_translate import`` writes it (its own writer), from untrained networks."""
+    from gan_translate.importers.common import write_run as write_imported
+
+    options, built = _untrained(checkpoints, name, model, dataroot)
+    return write_imported(options, dict(built.nets.items()), source="a test", fine_tune=True)
+
+
+def write_run(checkpoints: Path, name: str, model: str, dataroot: Path, *extra: str, steps: int = 7) -> Path:
+    """A run folder as the trainer leaves it, holding the model's untrained networks (seeded)."""
+    options, built = _untrained(checkpoints, name, model, dataroot, *extra)
     run_dir = checkpoints / name
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(options.to_yaml())
@@ -57,6 +69,7 @@ def make_runs(checkpoints: Path, facades: Path, styles: Path) -> dict[str, Path]
     runs["mixgan"] = write_run(checkpoints, "mix", "mixgan", facades / "unaligned")
     runs["adain"] = write_run(checkpoints, "ada", "adain", styles)
     runs["tpfr"] = write_run(checkpoints, "tp", "tpfr", styles)
+    runs["imported"] = write_imported_run(checkpoints, "imp", "cyclegan", facades / "unaligned")
     broken = write_run(checkpoints, "broken", "cyclegan", facades / "unaligned")
     (broken / "step_00000007" / "net_G_A.safetensors").unlink()
     runs["broken"] = broken

@@ -79,6 +79,7 @@ CASES = [
     ("cyclegan", {"direction": "AtoB"}, (43, 36)),
     ("cyclegan", {"direction": "BtoA", "native": True}, (48, 40)),
     ("cut", {}, (43, 36)),  # a model added after the demo: no change needed
+    ("imported", {"direction": "BtoA"}, (43, 36)),  # a run written by `gan_translate import`
     ("mixgan", {}, (32, 32)),
     ("adain", {"style": "style", "alpha": 0.6}, (48, 40)),  # load_size 40: the shorter side stays 40
     ("adain", {"style": "style", "style2": "style2", "mix": 0.5}, (48, 40)),
@@ -148,9 +149,10 @@ def test_run_picker_lists_every_run_and_reads_new_ones(served: Served, runs) -> 
     from gan_translate.demo.runs import checkpoint_choices, find_runs
 
     labels = {Path(value).name: label for label, value in served.app.run_choices() if value != "stylize"}
-    assert set(labels) == {"p2p", "cyc", "cut", "mix", "ada", "tp", "broken", "untrained"}
+    assert set(labels) == {"p2p", "cyc", "cut", "imp", "mix", "ada", "tp", "broken", "untrained"}
     assert labels["p2p"] == "p2p · pix2pix · 2 steps · 32 px"
     assert labels["ada"] == "ada · adain · 7 steps · 32 px"
+    assert labels["imp"] == "imp · cyclegan · imported · 32 px"
     assert labels["untrained"] == "untrained · cyclegan · no checkpoint · 32 px"
     assert checkpoint_choices(next(r for r in find_runs(runs["pix2pix"].parent) if r.name == "p2p")) == [
         "latest", "step_00000002"]

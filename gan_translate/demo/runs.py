@@ -31,7 +31,8 @@ class RunInfo:
 
     path: Path
     model: str
-    steps: int | None  # trained steps of the latest checkpoint; None when no checkpoint says (imported weights)
+    steps: int | None  # trained steps of the latest checkpoint; None when no checkpoint says
+    imported: bool  # the latest checkpoint holds weights imported from another implementation, untrained here
     size: int | None  # the side the networks were trained on (crop_size)
     checkpoints: tuple[str, ...]  # checkpoint folder names, newest first
     dataroot: str
@@ -46,6 +47,8 @@ class RunInfo:
         parts = [self.name, self.model]
         if not self.checkpoints:
             parts.append("no checkpoint")
+        elif self.imported:
+            parts.append("imported")
         elif self.steps is not None:
             parts.append(f"{self.steps} steps")
         if self.size:
@@ -72,16 +75,20 @@ def _latest(run_dir: Path, checkpoints: list[Path]) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def trained_steps(ckpt: Path) -> int | None:
-    """The step counter saved in a checkpoint (memory-mapped: the optimizer moments are not read)."""
+def trained_steps(ckpt: Path) -> tuple[int | None, bool]:
+    """The step counter saved in a checkpoint, and whether its weights were imported (``gan_translate import``);
+    memory-mapped, so the optimizer moments are not read."""
     state_file = ckpt / STATE_FILE
     if not state_file.is_file():
-        return None
+        return None, False
     try:
         state = torch.load(state_file, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["progress"]["step"])
     except Exception:  # an unreadable or foreign state only costs the step count in the label
-        return None
+        return None, False
+    progress = state.get("progress") if isinstance(state, dict) else None
+    steps = progress.get("step") if isinstance(progress, dict) else None
+    return (int(steps) if isinstance(steps, int) else None), bool(isinstance(state, dict) and "imported" in state
+                                                                  and steps is None)
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
@@ -95,7 +102,8 @@ def read_run(run_dir: str | Path) -> RunInfo:
     checkpoints = list_checkpoints(run_dir)
     latest = _latest(run_dir, checkpoints)
     size = config.get("crop_size") or config.get("load_size")
-    return RunInfo(path=run_dir, model=str(config["model"]), steps=trained_steps(latest) if latest else None,
+    steps, imported = trained_steps(latest) if latest else (None, False)
+    return RunInfo(path=run_dir, model=str(config["model"]), steps=steps, imported=imported,
                    size=int(size) if size else None, checkpoints=tuple(p.name for p in reversed(checkpoints)),
                    dataroot=str(config.get("dataroot") or ""), dataset_mode=str(config.get("dataset_mode") or ""))
 
