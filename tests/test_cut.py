@@ -378,3 +378,12 @@ def test_two_processes_hold_identical_weights(tiny_data: Path, tmp_path: Path) -
     assert "weights identical on all 2 ranks" in proc.stdout + proc.stderr
     state = load_state(find_checkpoint(tmp_path / "ddp"))
     assert state["progress"] == {"step": 4, "epoch": 2, "batch_in_epoch": 0} and len(state["rng"]) == 2
+
+
+def test_bench_knows_fastcut_as_cut_in_its_mode() -> None:
+    from gan_translate.bench import BenchConfig, build_options
+
+    for name, mode in (("cut", "cut"), ("fastcut", "fastcut")):
+        options = build_options(BenchConfig(model=name, size=128))
+        assert (options.model, options.mode, options.netG, options.antialias) == ("cut", mode, "resnet_9blocks", True)
+    assert build_options(BenchConfig(model="fastcut", size=128)).lambda_NCE == 10.0
