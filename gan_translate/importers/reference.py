@@ -230,8 +230,6 @@ def import_reference(argv: Sequence[str]) -> Path:
     first_g = "G_A" if model == "cyclegan" else "G"
     arch = infer_generator(states[first_g], str(files[first_g]))
     inferred = vars(arch).copy()
-    if arch.netG.startswith("unet_"):
-        inferred["unet_skip"] = "activated"  # the reference's in-place LeakyReLU reaches its skips (UnetBlock)
     if arch.no_dropout is None:
         inferred["no_dropout"] = {"true": True, "false": False}.get(args.no_dropout or "", said.get("no_dropout"))
         if inferred["no_dropout"] is None:

@@ -53,8 +53,7 @@ class CycleGANModel(TranslationModel):
         super().__init__(options, training=training)
         o = options
         init = dict(init_type=o.init_type, init_gain=o.init_gain)
-        gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample,
-                   unet_skip=o.unet_skip, **init)
+        gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample, **init)
         self.nets["G_A"] = build_generator(o.netG, o.input_nc, o.output_nc, **gen)
         self.nets["G_B"] = build_generator(o.netG, o.output_nc, o.input_nc, **gen)
         if training:
