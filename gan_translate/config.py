@@ -99,6 +99,9 @@ class TrainOptions:
     compile: bool = opt(False, "torch.compile the networks (slow first steps, faster after)")
     checkpointing: bool = opt(False, "activation checkpointing in the generators: recompute activations in the "
                                      "backward pass (less memory for high resolutions, about a third more G work)")
+    num_cpu_threads: int = opt(0, "torch threads per process when training on the CPU (0 = this machine's cores "
+                                  "divided among the job's processes on it, unless OMP_NUM_THREADS or accelerate's "
+                                  "--num_cpu_threads_per_process sets a number)", minimum=0)
     adam_impl: str = choice("fused", ("fused", "foreach", "for_loop"),
                             "Adam's implementation: fused = one pass over each weight tensor (the fastest)")
     # --- logging and checkpoints
@@ -112,6 +115,9 @@ class TrainOptions:
     continue_train: bool = opt(False, "resume the run from its latest checkpoint, with its full state")
     max_bad_steps: int = opt(5, "stop after this many consecutive steps with a NaN/Inf loss (each is skipped)",
                              minimum=1)
+    # --- several processes and machines (README "Many machines")
+    ddp_timeout: int = opt(300, "seconds a process waits for the others in a collective before it stops (a machine "
+                                "that hung or was lost); longer than any pause of one rank alone", minimum=1)
 
     def validate(self) -> None:
         """Checks that involve several options; models extend it."""

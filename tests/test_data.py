@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from gan_translate.data import (
     create_dataset,
     get_params,
     item_rng,
+    resolve_test_scale,
 )
 from gan_translate.errors import UserError
 
@@ -386,3 +388,35 @@ def test_real_facades_pairs() -> None:
                                       direction="BtoA"))[(0, 0)]
     assert torch.equal(swapped["A"], item["B"]) and torch.equal(swapped["B"], item["A"])
     assert not torch.allclose(item["A"], item["B"], atol=0.1)  # the photo and the label map differ
+
+
+# --- the test-time scale -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trained, asked, expected, size", [
+    (("resize_and_crop", 286, 256), (None, 0, 0), ("scale_shortside", 286), (429, 286)),
+    (("scale_width_and_crop", 128, 64), ("", 0, 0), ("scale_width", 128), (128, 85)),
+    (("crop", 286, 256), (None, 0, 0), ("none", 286), (600, 400)),
+    (("crop", 286, 256), (None, 100, 0), ("scale_shortside", 100), (150, 100)),
+    (("resize_and_crop", 286, 256), ("none", 0, 0), ("none", 286), (600, 400)),
+    (("resize_and_crop", 286, 256), ("resize_and_crop", 64, 32), ("resize_and_crop", 64), (32, 32)),
+])
+def test_test_scale_follows_the_training_resize_with_the_aspect_ratio_kept(trained, asked, expected, size) -> None:
+    mode, load, crop = trained
+    scale = resolve_test_scale(make_opt(preprocess=mode, load_size=load, crop_size=crop), *asked)
+    assert (scale.preprocess, scale.load_size) == expected
+    assert scale.size_for((600, 400)) == size
+    sample = build_transform(make_opt(**scale.as_options(), no_flip=True), {"crop_pos": (0, 0), "flip": False},
+                             grayscale=False)(noise(600, 400, seed=0))
+    assert tuple(sample.shape[1:]) == (size[1], size[0])
+
+
+@pytest.mark.parametrize("asked, message", [
+    ((None, 0, 16), "option --crop_size: the test translates whole images at the training scale (no crop)"),
+    (("none", 64, 0), "option --load_size: --preprocess none does not use it (native resolution)"),
+    (("crop", 64, 0), "option --load_size: --preprocess crop does not use it"),
+    (("resize_and_crop", 32, 64), "option --crop_size: 64 is larger than --load_size 32"),
+])
+def test_test_scale_refuses_sizes_it_would_ignore(asked, message) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_test_scale(make_opt(), *asked)

@@ -100,7 +100,13 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
     assert set(report["results"]) == {"AtoB", "BtoA"}
     assert report["results"]["BtoA"]["paired_images"] == 2  # testB/0000.png pairs with testA/0000.png
     assert "ssim" not in report["results"]["AtoB"] and report["inception"] is None
-    assert {"0000_fake_B.png", "0000_fake_A.png", "0001_real_B.png"} <= {p.name for p in (out_dir / "images").iterdir()}
+    names = {p.name for p in (out_dir / "images").iterdir()}
+    assert {"0000_fake_B.png", "0000_rec_A.png", "0000_fake_A.png", "0000_rec_B.png", "0001_real_B.png"} <= names
+    # the cycle's reconstruction is scored against the input it came from, from the saved 8-bit PNGs
+    rec, real = read_png(out_dir / "images" / "0001_rec_B.png"), read_png(out_dir / "images" / "0001_real_B.png")
+    assert report["per_image"]["BtoA"][1]["rec_l1"] == pytest.approx(np.abs(rec - real).mean(), abs=1e-4)
+    assert {"rec_l1", "rec_l1_std"} <= set(report["results"]["AtoB"]) and "rec_l1" in report["definitions"]
+    assert "<th>rec_A</th>" in (out_dir / "index.html").read_text()
     assert run_test_command(test_args(runs, tmp_path / "r2", "cyc", "--dataroot", str(tiny_data / "unaligned"),
                                "--direction", "BtoA", "--metrics", "none")) == 0
     only = json.loads((tmp_path / "r2" / "cyc" / "test_latest" / "metrics.json").read_text())
@@ -257,3 +263,18 @@ def test_style_model_pairs_every_content_with_every_style(tmp_path: Path) -> Non
     page = (out_dir / "index.html").read_text()
     assert "<th>content</th><th>style</th><th>result</th>" in page
     assert len(re.findall(r'<img src="images/[^"]+_stylized\.png"', page)) == 6
+
+
+def test_an_unreadable_file_stops_or_is_skipped_while_decoding_runs_ahead(runs: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    folder = odd_images(tmp_path / "photos")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    args = test_args(runs, tmp_path / "r", "grey", "--dataroot", str(folder), "--dataset_mode", "single")
+    assert run_test_command(args) == 2  # raised in the prefetch thread, reported by the command as one line
+    err = capsys.readouterr().err  # after the progress bar: one line, no traceback
+    assert "Traceback" not in err and err.splitlines()[-1] == f"error: cannot read image {folder / 'broken.png'}: " \
+        "not an image (unknown or corrupt format)", err
+    assert run_test_command([*args, "--skip_bad_images"]) == 0
+    report = json.loads((tmp_path / "r" / "grey" / "test_latest" / "metrics.json").read_text())
+    assert report["results"]["AtoB"]["images"] == 2
+    assert any("skipped 1 unreadable image(s); first: " in n and "broken.png" in n for n in report["notes"])

@@ -32,6 +32,7 @@ from gan_translate.nets.layers import (
     run_padded,
     upsample_conv,
 )
+from gan_translate.nets.small_map_conv import use_small_map_convs
 
 __all__ = ["ResnetBlock", "ResnetGenerator", "UnetBlock", "UnetGenerator", "build_generator", "GENERATOR_PATTERNS"]
 
@@ -312,6 +313,8 @@ class UnetGenerator(PaddedGenerator):
         for mult in (4, 2, 1):
             block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, **common)
         self.model = UnetBlock(output_nc, ngf, input_nc=input_nc, submodule=block, position="outermost", **common)
+        # The deep levels' convolutions on 1x1-8x8 maps run as one matrix product each (nets/small_map_conv.py).
+        use_small_map_convs(self.model)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
