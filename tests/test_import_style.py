@@ -87,6 +87,15 @@ def test_tpfr_released_layout_gives_the_authors_outputs(tmp_path: Path, capsys: 
     capsys.readouterr()
     assert main(["train", "--name", "tpfr", "--checkpoints_dir", str(tmp_path / "ck"), "--continue_train"]) == 2
     assert "pass --discriminator 200_net_D.pth" in capsys.readouterr().err
+    # with their D (model_pred.{0,2,5,8,11}) every network is there: the run can be fine-tuned
+    from gan_translate.engine.checkpoint import load_state
+    from gan_translate.nets.tpfr_parts import ConditionalNoisyDiscriminator
+
+    disc = randomize(ConditionalNoisyDiscriminator(3, 4), seed=5).state_dict()
+    torch.save({k.replace("net.model.", "model_pred."): v for k, v in disc.items()}, tmp_path / "200_net_D.pth")
+    assert main(["import", "tpfr", str(tmp_path / "200_net_G.pth"), "--discriminator", str(tmp_path / "200_net_D.pth"),
+                 "--name", "full", "--checkpoints_dir", str(tmp_path / "ck")]) == 0
+    assert load_state(tmp_path / "ck" / "full" / "epoch_000")["imported"]["fine_tune"] is True
     print(f"tpfr: max abs difference {diff:.2e}")
 
 

@@ -64,8 +64,8 @@ def test_dequantised_weights_and_preprocessing(tmp_path: Path, empty_cache: None
     # torchvision's cache comes first in the search order
     cache = vgg19_cache_path()
     cache.parent.mkdir(parents=True)
-    torch.save({f"features.{k}": v for k, v in build_vgg19("random", last_layer="relu2_1").features.state_dict().items()},
-               cache)
+    random_net = build_vgg19("random", last_layer="relu2_1")
+    torch.save({f"features.{k}": v for k, v in random_net.features.state_dict().items()}, cache)
     assert build_vgg19(last_layer="relu2_1").weights_kind == "torchvision"
     assert build_vgg19(last_layer="relu2_1", kind="caffe").weights_kind == "caffe"
 

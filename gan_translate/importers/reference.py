@@ -122,7 +122,7 @@ def infer_generator(state: StateDict, source: str) -> GeneratorArch:
 
 
 def infer_discriminator(state: StateDict, source: str) -> dict[str, Any]:
-    """PatchGAN options from the convolutions ``model.N.weight``: their count gives n_layers, 1x1 kernels the pixel D."""
+    """PatchGAN options from the convolutions ``model.N.weight``: their count gives n_layers; 1x1 kernels: pixel D."""
     convs = sorted((int(m.group(1)), v) for k, v in state.items()
                    if (m := re.fullmatch(r"model\.(\d+)\.weight", k)) and v.dim() == 4)
     if len(convs) < 3:
