@@ -165,7 +165,8 @@ def test_a_lost_machine_stops_the_survivor_in_bounded_time(how: str, tiny_data: 
             survivor.signal_all(signal.SIGKILL)
     err = survivor.stderr
     assert code == 1, err[-3000:]
-    what = "no answer from another process of this run for 6 s" if how == "frozen" else "went away"
+    what = "lost the connection to another process of this job: " + (
+        "no answer for 6 s (--ddp_timeout)" if how == "frozen" else "it went away")
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and what in lines[0] and "the last checkpoint is" in lines[0], err[-3000:]
     assert "[rank0]: Traceback" not in err and "gloo" not in err, err[-3000:]

@@ -54,10 +54,11 @@ def lost_machine_message(err: BaseException, timeout_s: float) -> str | None:
         return None
     text = f"{type(err).__name__}: {err}"
     if any(sign in text for sign in _TIMED_OUT):
-        return (f"no answer from another process of this run for {timeout_s:g} s (--ddp_timeout): its machine hung "
-                "or the network between the machines failed")
+        return (f"lost the connection to another process of this job: no answer for {timeout_s:g} s "
+                "(--ddp_timeout), its machine hung or the network between the machines failed")
     if any(sign in text for sign in _PEER_GONE) or isinstance(err, getattr(dist, "DistNetworkError", ())):
-        return "another process of this run went away (its connection closed): its machine or process stopped"
+        return ("lost the connection to another process of this job: it went away (its machine or process stopped; "
+                "its own message, if any, is above or in its machine's log)")
     return None
 
 
