@@ -15,8 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from gan_translate.engine.checkpoint import find_checkpoint, load_state
+from gan_translate.engine.distributed import usable_cores
 from tests.conftest import REPO, tiny_run
 from tests.test_train import accelerate_launch, launcher_env
 
@@ -55,6 +57,7 @@ def _our_tracebacks(out: str) -> list[str]:
                                                               re.match(r"\[rank\d+\]: Traceback", line)]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="signals to CPU runs (the GPU path is the same code)")
 @pytest.mark.parametrize("how", ["SIGTERM to the launcher", "SIGINT to the group", "SIGTERM to the group"])
 def test_a_stopped_run_saves_says_so_and_resumes(how: str, tiny_data: Path, tmp_path: Path) -> None:
     sig = signal.SIGINT if "SIGINT" in how else signal.SIGTERM
@@ -84,7 +87,11 @@ def test_a_stopped_run_saves_says_so_and_resumes(how: str, tiny_data: Path, tmp_
     assert ckpt.name == f"step_{step:08d}" and load_state(ckpt)["progress"]["step"] == step
     if processes:
         assert len(load_state(ckpt)["rng"]) == 2
-
+    else:  # `accelerate launch train.py` as the README has it: the cores, not the launcher's one thread
+        cores = usable_cores()
+        assert f"training on cpu: 1 process, {cores} torch thread{'s' if cores > 1 else ''} ({cores} cores" in out
+    if how != "SIGTERM to the launcher":
+        return
     resumed = subprocess.run([sys.executable, str(REPO / "train.py"), *argv, "--continue_train", "--max_steps",
                               str(step + 1)], capture_output=True, text=True, env=launcher_env(), timeout=300,
                              cwd=tmp_path)

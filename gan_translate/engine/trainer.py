@@ -134,7 +134,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
         )
         acc = self.accelerator
-        acc.print(self._describe_processes())
+        acc.print(self._set_cpu_threads())
         set_seed(options.seed)  # the same initial weights on every rank
         with acc.main_process_first():  # the first process makes the built-in data, the others then read it
             options.dataroot = resolve_dataroot(options)
@@ -180,8 +180,9 @@ class Trainer:
         self.loader = prepared[-1]
         self._epoch_loader: Any = None  # this epoch's loader (another one when a resumed epoch skips its first batches)
 
-    def _describe_processes(self) -> str:
-        """Sets the torch threads on a CPU (see distributed.choose_cpu_threads); says where and how the run trains."""
+    def _set_cpu_threads(self) -> str:
+        """Sets the torch threads on a CPU (see distributed.choose_cpu_threads); returns the line that says where and
+        how the run trains."""
         acc = self.accelerator
         n = acc.num_processes
         where = f"training on {acc.device.type}: {n} process{'es' if n > 1 else ''}"
@@ -295,7 +296,6 @@ class Trainer:
             interrupted = self._loop(total, steps_per_epoch, tracker, bar, signal_stop)
             self._shut_down_workers()  # from here on, a worker's death cannot interrupt the save
             bar.close()
-            signal_stop.restore()
             if tracker is not None and not self.guard.bad:
                 self._log_images(tracker)
             self.save(f"step_{progress.step:08d}")
