@@ -1,10 +1,26 @@
 """Trained models for inference: a checkpoint folder -> a model, and ``load_translator`` for one image at a time.
 
     from gan_translate import load_translator
-    t = load_translator("checkpoints/facades_pix2pix")     # the latest checkpoint of the run
-    photo = t(Image.open("labels.png"))                     # any size, grey or colour; the same size comes back
+    t = load_translator("checkpoints/facades_pix2pix")     # the latest checkpoint, at the run's training scale
+    photo = t(Image.open("labels.png"))                     # any size, grey or colour -> a PIL image
+    t.scale            # 'training scale: shorter side 286 (trained: resize to 286x286, crop 256)'
+    t.size_for((600, 400))                                  # (429, 286): the size t returns for a 600x400 input
+    t.options          # the run's saved options (netG, load_size, direction, ...)
+    full = load_translator("checkpoints/facades_pix2pix", preprocess="none")   # native resolution
+    small = load_translator("checkpoints/facades_pix2pix", load_size=128)      # shorter side 128
     horse = load_translator("checkpoints/h2z")(zebra, direction="BtoA")   # CycleGAN: the second generator
     art = load_translator("checkpoints/adain")(photo, style=painting)     # style models take a style image
+
+The scale (``load_translator(preprocess=..., load_size=...)``, as test.py's options of the same names):
+  preprocess=None   the training scale (default): each input is resized as the training preprocess resized it,
+                    keeping its aspect ratio and its whole field of view (no crop, no flip), so objects have the
+                    size the model learned. resize_and_crop -> shorter side load_size; scale_width(_and_crop) ->
+                    width load_size; crop and none -> native resolution. ``load_size`` replaces the trained size.
+  preprocess="none" native resolution (the generators pad to their stride and crop back).
+  any other mode    that preprocessing (resize_and_crop, crop, scale_width, scale_width_and_crop, scale_shortside);
+                    crops are seeded, never flipped.
+Style models resize the content and the style image the same way. The returned image has the translated size
+(``t.size_for(image.size)``), not the input's.
 
 Checkpoints describe themselves (config.yaml beside the safetensors), so nothing about the networks is restated;
 only the networks that translation needs (the model's ``inference_nets``) are built and loaded.
@@ -15,12 +31,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import random
+
 import torch
 from PIL import Image
 from torch import nn
 
 from gan_translate.config import load_options, read_yaml
-from gan_translate.data import pil_to_tensor, tensor_to_pil
+from gan_translate.data import TestScale, build_transform, get_params, resolve_test_scale, tensor_to_pil
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net
 from gan_translate.errors import UserError
 from gan_translate.models import TranslationModel, model_class
@@ -102,22 +120,37 @@ def _first_output(outputs: dict[str, torch.Tensor], preferred: str) -> torch.Ten
 
 
 class Translator:
-    """A callable that translates one PIL image (any size, grey or colour) into a PIL image of the same size.
+    """A callable that translates one PIL image (any size, grey or colour) into a PIL image at the translated size.
 
     Args:
         model: a model from ``load_model``.
-        options: its options (channels, direction).
-        seed: fixes dropout noise (pix2pix keeps dropout on at test time unless ``eval_mode``); None leaves it random.
+        options: its options (channels, direction, training sizes): kept as ``t.options``.
+        seed: fixes dropout noise (pix2pix keeps dropout on at test time unless ``eval_mode``) and crops, if any;
+            None leaves dropout random.
+        test_scale: how inputs are resized (``resolve_test_scale``); None = the run's training scale.
+
+    Attributes:
+        scale: a sentence saying which scale is used, e.g. 'training scale: shorter side 256 (...)'.
     """
 
-    def __init__(self, model: TranslationModel, options: Any, *, seed: int | None = 0) -> None:
+    def __init__(self, model: TranslationModel, options: Any, *, seed: int | None = 0,
+                 test_scale: TestScale | None = None) -> None:
         self.model = model
         self.options = options
         self.seed = seed
+        self.test_scale = test_scale if test_scale is not None else resolve_test_scale(options)
+
+    @property
+    def scale(self) -> str:
+        return self.test_scale.description
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def size_for(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The (width, height) an input of ``size`` (width, height) is translated at, and returned at."""
+        return self.test_scale.size_for(size)
 
     def _tensor(self, image: Image.Image | str | Path, channels: int) -> torch.Tensor:
         if isinstance(image, (str, Path)):
@@ -126,8 +159,14 @@ class Translator:
             image = load_image(image, channels)
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image or a path, got {type(image).__name__}")
-        image = image.convert("L" if channels == 1 else "RGB")
-        return pil_to_tensor(image)[None].to(self.device)
+        scale = self.test_scale
+        params = get_params(_NoFlip(scale), image.size, random.Random(self.seed or 0))
+        return build_transform(_NoFlip(scale), params, grayscale=channels == 1)(image)[None].to(self.device)
+
+    def input_tensor(self, image: Image.Image | str | Path, channels: int = 3) -> torch.Tensor:
+        """``image`` as the networks see it: at this translator's scale, (1, C, H, W) in [-1, 1] on its device
+        (for callers that drive a model's own methods, e.g. AdaIN's style interpolation)."""
+        return self._tensor(image, channels)
 
     @torch.no_grad()
     def __call__(self, image: Image.Image | str | Path, *, direction: str = "AtoB",
@@ -157,8 +196,27 @@ class Translator:
         return tensor_to_pil(out[0])
 
 
+class _NoFlip:
+    """A test scale as the options the transforms read (never flipped)."""
+
+    def __init__(self, scale: TestScale) -> None:
+        self.preprocess, self.load_size, self.crop_size = scale.preprocess, scale.load_size, scale.crop_size
+        self.no_flip = True
+
+
 def load_translator(path: str | Path, *, epoch: str = "latest", device: str | torch.device | None = None,
-                    eval_mode: bool = False, seed: int | None = 0) -> Translator:
-    """``load_translator("checkpoints/NAME")(pil_image) -> pil_image``; see ``load_model`` for the arguments."""
+                    eval_mode: bool = False, preprocess: str | None = None, load_size: int | None = None,
+                    seed: int | None = 0) -> Translator:
+    """``load_translator("checkpoints/NAME")(pil_image) -> pil_image`` at the run's training scale.
+
+    Args:
+        path, epoch, device, eval_mode: as ``load_model``.
+        preprocess: None = the run's training scale (its resize, aspect kept, no crop); "none" = native
+            resolution; or a preprocess mode (see the module docstring).
+        load_size: replaces the trained resize size (with preprocess None: the shorter side, or the width for runs
+            trained with scale_width).
+        seed: see ``Translator``.
+    """
     model, options, _ = load_model(path, epoch=epoch, device=device, eval_mode=eval_mode)
-    return Translator(model, options, seed=seed)
+    scale = resolve_test_scale(options, preprocess, load_size or 0)
+    return Translator(model, options, seed=seed, test_scale=scale)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from gan_translate.data import (
     create_dataset,
     get_params,
     item_rng,
+    resolve_test_scale,
 )
 from gan_translate.errors import UserError
 
@@ -159,10 +161,24 @@ def test_aligned_grayscale_sides_follow_input_and_output_nc(tmp_path: Path) -> N
     assert swapped["A"].shape == (1, 16, 16) and colour_of(swapped["B"]) == RED
 
 
-def test_aligned_rejects_an_image_that_is_not_twice_as_wide(tmp_path: Path) -> None:
-    fill_folder(tmp_path / "train", 1, size=(30, 20))
-    with pytest.raises(UserError, match=r"000\.png is 30x20: aligned images hold A and B side by side, so the width "
-                                        r"must be twice the height$"):
+@pytest.mark.parametrize("size, half", [((520, 264), (260, 264)), ((510, 256), (255, 256)),
+                                        ((640, 240), (320, 240)), ((41, 30), (20, 30)), ((2, 5), (1, 5))])
+def test_aligned_splits_any_aspect_ratio_at_half_the_width(tmp_path: Path, size: tuple[int, int],
+                                                           half: tuple[int, int]) -> None:
+    width, height = size
+    left, right = Image.new("RGB", (width // 2, height), RED), Image.new("RGB", (width - width // 2, height), BLUE)
+    write_pair(tmp_path / "train" / "0.png", left, right)  # an odd width: the last (blue) column is dropped
+    native = AlignedDataset(make_opt(tmp_path, preprocess="none"))[0]
+    assert native["A"].shape[1:] == native["B"].shape[1:] == (half[1], half[0])
+    assert colour_of(native["A"]) == RED and colour_of(native["B"]) == BLUE
+    square = AlignedDataset(make_opt(tmp_path))[0]  # resize_and_crop makes non-square halves square
+    assert square["A"].shape == square["B"].shape == (3, 16, 16)
+
+
+def test_aligned_refuses_only_a_file_too_narrow_to_split(tmp_path: Path) -> None:
+    fill_folder(tmp_path / "train", 1, size=(1, 20))
+    with pytest.raises(UserError, match=r"000\.png is 1x20: aligned images hold A and B side by side, so they need a "
+                                        r"width of at least 2$"):
         AlignedDataset(make_opt(tmp_path))
 
 
@@ -372,3 +388,35 @@ def test_real_facades_pairs() -> None:
                                       direction="BtoA"))[(0, 0)]
     assert torch.equal(swapped["A"], item["B"]) and torch.equal(swapped["B"], item["A"])
     assert not torch.allclose(item["A"], item["B"], atol=0.1)  # the photo and the label map differ
+
+
+# --- the test-time scale -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trained, asked, expected, size", [
+    (("resize_and_crop", 286, 256), (None, 0, 0), ("scale_shortside", 286), (429, 286)),
+    (("scale_width_and_crop", 128, 64), ("", 0, 0), ("scale_width", 128), (128, 85)),
+    (("crop", 286, 256), (None, 0, 0), ("none", 286), (600, 400)),
+    (("crop", 286, 256), (None, 100, 0), ("scale_shortside", 100), (150, 100)),
+    (("resize_and_crop", 286, 256), ("none", 0, 0), ("none", 286), (600, 400)),
+    (("resize_and_crop", 286, 256), ("resize_and_crop", 64, 32), ("resize_and_crop", 64), (32, 32)),
+])
+def test_test_scale_follows_the_training_resize_with_the_aspect_ratio_kept(trained, asked, expected, size) -> None:
+    mode, load, crop = trained
+    scale = resolve_test_scale(make_opt(preprocess=mode, load_size=load, crop_size=crop), *asked)
+    assert (scale.preprocess, scale.load_size) == expected
+    assert scale.size_for((600, 400)) == size
+    sample = build_transform(make_opt(**scale.as_options(), no_flip=True), {"crop_pos": (0, 0), "flip": False},
+                             grayscale=False)(noise(600, 400, seed=0))
+    assert tuple(sample.shape[1:]) == (size[1], size[0])
+
+
+@pytest.mark.parametrize("asked, message", [
+    ((None, 0, 16), "option --crop_size: the test translates whole images at the training scale (no crop)"),
+    (("none", 64, 0), "option --load_size: --preprocess none does not use it (native resolution)"),
+    (("crop", 64, 0), "option --load_size: --preprocess crop does not use it"),
+    (("resize_and_crop", 32, 64), "option --crop_size: 64 is larger than --load_size 32"),
+])
+def test_test_scale_refuses_sizes_it_would_ignore(asked, message) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_test_scale(make_opt(), *asked)

@@ -100,27 +100,51 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
     assert set(report["results"]) == {"AtoB", "BtoA"}
     assert report["results"]["BtoA"]["paired_images"] == 2  # testB/0000.png pairs with testA/0000.png
     assert "ssim" not in report["results"]["AtoB"] and report["inception"] is None
-    assert {"0000_fake_B.png", "0000_fake_A.png", "0001_real_B.png"} <= {p.name for p in (out_dir / "images").iterdir()}
+    names = {p.name for p in (out_dir / "images").iterdir()}
+    assert {"0000_fake_B.png", "0000_rec_A.png", "0000_fake_A.png", "0000_rec_B.png", "0001_real_B.png"} <= names
+    # the cycle's reconstruction is scored against the input it came from, from the saved 8-bit PNGs
+    rec, real = read_png(out_dir / "images" / "0001_rec_B.png"), read_png(out_dir / "images" / "0001_real_B.png")
+    assert report["per_image"]["BtoA"][1]["rec_l1"] == pytest.approx(np.abs(rec - real).mean(), abs=1e-4)
+    assert {"rec_l1", "rec_l1_std"} <= set(report["results"]["AtoB"]) and "rec_l1" in report["definitions"]
+    assert "<th>rec_A</th>" in (out_dir / "index.html").read_text()
     assert run_test_command(test_args(runs, tmp_path / "r2", "cyc", "--dataroot", str(tiny_data / "unaligned"),
                                "--direction", "BtoA", "--metrics", "none")) == 0
     only = json.loads((tmp_path / "r2" / "cyc" / "test_latest" / "metrics.json").read_text())
     assert list(only["results"]) == ["BtoA"] and only["results"]["BtoA"] == {"images": 2}
 
 
-def test_outputs_keep_odd_sizes_and_grey_stays_single_channel(runs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra, sizes, scale", [
+    # the runs trained with resize_and_crop 36 -> 32: by default the shorter side goes to 36, aspect ratio kept
+    ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)"),
+    (["--preprocess", "none"], {"wide": (333, 250), "small": (45, 37)}, "native resolution (--preprocess none)"),
+    (["--load_size", "20"], {"wide": (27, 20), "small": (24, 20)}, "shorter side 20 (--load_size 20; trained: "),
+])
+def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(runs: Path, tmp_path: Path,
+                                                                             extra: list[str], sizes: dict,
+                                                                             scale: str) -> None:
     folder = odd_images(tmp_path / "photos")
     for name, mode in (("cyc", "RGB"), ("grey", "L")):
         args = test_args(runs, tmp_path / "r", name, "--dataroot", str(folder), "--dataset_mode", "single",
-                         "--direction", "AtoB")
+                         "--direction", "AtoB", *extra)
         assert run_test_command(args) == 0
-        images = tmp_path / "r" / name / "test_latest" / "images"
-        for stem, size in (("wide", (333, 250)), ("small", (45, 37))):
-            output = Image.open(images / f"{stem}_fake_B.png")
-            assert output.size == size and output.mode == mode
-            assert Image.open(images / f"{stem}_real_A.png").mode == mode
-        report = json.loads((tmp_path / "r" / name / "test_latest" / "metrics.json").read_text())
-        assert report["results"]["AtoB"]["images"] == 2
+        out_dir = tmp_path / "r" / name / "test_latest"
+        for stem, size in sizes.items():
+            for role in ("fake_B", "real_A"):  # the input is saved as it was translated
+                image = Image.open(out_dir / "images" / f"{stem}_{role}.png")
+                assert image.size == size and image.mode == mode, (stem, role, image.size)
+        report = json.loads((out_dir / "metrics.json").read_text())
+        assert report["results"]["AtoB"]["images"] == 2 and report["scale"].startswith(scale)
         assert any("no input has a true target" in n for n in report["notes"])
+        assert f"scale: {report['scale']}" in (out_dir / "index.html").read_text()
+
+
+def test_sizes_a_scale_does_not_use_are_refused(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for extra, message in ((["--crop_size", "16"], "option --crop_size: the test translates whole images"),
+                           (["--preprocess", "none", "--load_size", "16"], "option --load_size: --preprocess none "
+                                                                           "does not use it")):
+        assert run_test_command(test_args(runs, tmp_path / "r", "p2p", *extra)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
 
 
 def test_missing_inception_weights_skip_fid_with_one_line(runs: Path, tiny_data: Path, tmp_path: Path,
@@ -163,17 +187,21 @@ def test_script_exit_code_in_a_subprocess(runs: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_load_translator_any_size_and_channels(runs: Path) -> None:
+def test_load_translator_scales_any_size_and_channels(runs: Path) -> None:
     t = load_translator(runs / "p2p", device="cpu")
+    assert t.scale == "training scale: shorter side 36 (trained: resize to 36x36, crop 32)"
+    assert t.options.load_size == 36 and t.options.netG == "unet_32"
     photo = Image.new("RGB", (45, 37), (120, 30, 200))
     out = t(photo)
-    assert out.size == (45, 37) and out.mode == "RGB"
+    assert out.size == t.size_for((45, 37)) == (44, 36) and out.mode == "RGB"
     assert np.array_equal(np.asarray(t(photo)), np.asarray(out))  # dropout noise is seeded
     assert t(photo.convert("L")).mode == "RGB"  # a grey picture given to a colour model is converted
-    grey = load_translator(runs / "grey", device="cpu", eval_mode=True)(photo)
+    native = load_translator(runs / "grey", device="cpu", eval_mode=True, preprocess="none")
+    assert native.scale == "native resolution (--preprocess none)"
+    grey = native(photo)
     assert grey.mode == "L" and grey.size == (45, 37)
-    cyc = load_translator(find_checkpoint(runs / "cyc"), device="cpu")  # a checkpoint folder works too
-    assert cyc(photo, direction="BtoA").size == (45, 37)
+    cyc = load_translator(find_checkpoint(runs / "cyc"), device="cpu", load_size=20)  # a checkpoint folder too
+    assert cyc(photo, direction="BtoA").size == (24, 20)
     with pytest.raises(UserError, match="translates one way only"):
         t(photo, direction="BtoA")
 
@@ -235,3 +263,18 @@ def test_style_model_pairs_every_content_with_every_style(tmp_path: Path) -> Non
     page = (out_dir / "index.html").read_text()
     assert "<th>content</th><th>style</th><th>result</th>" in page
     assert len(re.findall(r'<img src="images/[^"]+_stylized\.png"', page)) == 6
+
+
+def test_an_unreadable_file_stops_or_is_skipped_while_decoding_runs_ahead(runs: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    folder = odd_images(tmp_path / "photos")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    args = test_args(runs, tmp_path / "r", "grey", "--dataroot", str(folder), "--dataset_mode", "single")
+    assert run_test_command(args) == 2  # raised in the prefetch thread, reported by the command as one line
+    err = capsys.readouterr().err  # after the progress bar: one line, no traceback
+    assert "Traceback" not in err and err.splitlines()[-1] == f"error: cannot read image {folder / 'broken.png'}: " \
+        "not an image (unknown or corrupt format)", err
+    assert run_test_command([*args, "--skip_bad_images"]) == 0
+    report = json.loads((tmp_path / "r" / "grey" / "test_latest" / "metrics.json").read_text())
+    assert report["results"]["AtoB"]["images"] == 2
+    assert any("skipped 1 unreadable image(s); first: " in n and "broken.png" in n for n in report["notes"])

@@ -10,6 +10,8 @@ from gan_translate.data.datasets import (
     create_dataloader,
     create_dataset,
     item_rng,
+    pair_half_size,
+    split_pair,
     stable_hash,
 )
 from gan_translate.data.images import (
@@ -25,12 +27,15 @@ from gan_translate.data.images import (
 )
 from gan_translate.data.transforms import (
     PREPROCESS_MODES,
+    TRAIN_SCALE,
     ImageTransform,
+    TestScale,
     build_transform,
     get_params,
     needs_upscale,
     output_size,
     resized_size,
+    resolve_test_scale,
 )
 from gan_translate.data import styles  # noqa: F401, E402  (registers the "styles" dataset mode)
 
@@ -38,12 +43,14 @@ __all__ = [
     "DATASET_MODES",
     "IMG_EXTENSIONS",
     "PREPROCESS_MODES",
+    "TRAIN_SCALE",
     "AlignedDataset",
     "EpochSampler",
     "ImageDataset",
     "ImageReadError",
     "ImageTransform",
     "SingleDataset",
+    "TestScale",
     "UnalignedDataset",
     "build_transform",
     "create_dataloader",
@@ -55,10 +62,13 @@ __all__ = [
     "load_image",
     "needs_upscale",
     "output_size",
+    "pair_half_size",
     "pil_to_tensor",
     "probe_image",
     "resized_size",
+    "resolve_test_scale",
     "save_image",
+    "split_pair",
     "stable_hash",
     "tensor_to_pil",
 ]

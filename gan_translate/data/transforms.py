@@ -55,12 +55,23 @@ def _scale_width(size: Size, load_size: int, crop_size: int) -> Size:
     return load_size, int(max(load_size * height / width, crop_size))
 
 
+def _scale_shortside(size: Size, load_size: int, crop_size: int) -> Size:
+    """Shorter side to ``load_size``, aspect ratio kept: the test-time scale of a run trained with resize_and_crop
+    (which squashes to load_size x load_size), and the test scale of AdaIN's authors (load_size 512)."""
+    width, height = size
+    short = min(width, height)
+    if short == load_size:
+        return size
+    return max(1, round(width * load_size / short)), max(1, round(height * load_size / short))
+
+
 _RESIZE: dict[str, Callable[[Size, int, int], Size]] = {
     "resize_and_crop": _resize_square,
     "crop": _keep,
     "scale_width": _scale_width,
     "scale_width_and_crop": _scale_width,
     "none": _keep,
+    "scale_shortside": _scale_shortside,
 }
 _CROPPING = frozenset({"resize_and_crop", "crop", "scale_width_and_crop"})
 PREPROCESS_MODES: tuple[str, ...] = tuple(_RESIZE)
@@ -171,3 +182,92 @@ def build_transform(
         grayscale=grayscale,
         method=method,
     )
+
+
+# --- the scale a trained run is tested at --------------------------------------------------------------------------
+
+TRAIN_SCALE = "train_scale"  # test-time preprocess: the training preprocess's resize, aspect kept, no crop or flip
+# The resize of each training mode without its crop. resize_and_crop squashes to load_size x load_size; at test the
+# aspect ratio is kept instead, with the shorter side at load_size (identical for square images).
+_TEST_RESIZE = {"resize_and_crop": "scale_shortside", "scale_width_and_crop": "scale_width",
+                "scale_width": "scale_width", "scale_shortside": "scale_shortside", "crop": "none", "none": "none"}
+_USES_LOAD = frozenset({"resize_and_crop", "scale_width", "scale_width_and_crop", "scale_shortside"})
+_USES_CROP = frozenset({"resize_and_crop", "crop", "scale_width", "scale_width_and_crop"})  # scale_width: a floor
+
+
+@dataclass(frozen=True)
+class TestScale:
+    """How test-time inputs are resized: a preprocess mode with its sizes, and a sentence saying so.
+
+    ``preprocess``, ``load_size`` and ``crop_size`` replace the trained options of the data (``as_options``).
+    """
+
+    preprocess: str
+    load_size: int
+    crop_size: int
+    description: str
+
+    def as_options(self) -> dict:
+        return {"preprocess": self.preprocess, "load_size": self.load_size, "crop_size": self.crop_size}
+
+    def size_for(self, size: Size) -> Size:
+        """The (width, height) an input of ``size`` is translated at."""
+        return output_size(self, size)
+
+
+TestScale.__test__ = False  # a class named Test*, not a pytest test
+
+
+def _trained_text(trained: PreprocessOptions) -> str:
+    mode, load, crop = trained.preprocess, trained.load_size, trained.crop_size
+    return {"resize_and_crop": f"trained: resize to {load}x{load}, crop {crop}",
+            "scale_width": f"trained: width {load}", "scale_width_and_crop": f"trained: width {load}, crop {crop}",
+            "scale_shortside": f"trained: shorter side {load}", "crop": f"trained: crops of {crop}, no resize",
+            "none": "trained at native resolution"}.get(mode, f"trained: {mode}")
+
+
+def _resize_text(mode: str, load: int) -> str:
+    return {"scale_shortside": f"shorter side {load}", "scale_width": f"width {load}"}.get(mode, mode)
+
+
+def resolve_test_scale(trained: PreprocessOptions, preprocess: str | None = None, load_size: int = 0,
+                       crop_size: int = 0) -> TestScale:
+    """The scale to test a run at, from its training options and what the user asked for.
+
+    Args:
+        trained: the run's saved options (``preprocess``, ``load_size``, ``crop_size``).
+        preprocess: None, "" or ``TRAIN_SCALE``: the training scale (the training resize, aspect kept, no crop);
+            "none": native resolution; any other mode: that preprocessing (crop, if any, seeded; no flip).
+        load_size, crop_size: sizes the user gave (0 = not given). A size the chosen mode does not use is an error,
+            never silently ignored.
+    """
+    mode = TRAIN_SCALE if preprocess in (None, "", TRAIN_SCALE) else preprocess
+    if mode != TRAIN_SCALE:
+        _check_mode(mode)
+    if mode == TRAIN_SCALE:
+        if crop_size:
+            raise UserError("option --crop_size: the test translates whole images at the training scale (no crop); "
+                            "add --preprocess resize_and_crop, crop or scale_width_and_crop to crop")
+        _check_mode(trained.preprocess)
+        resize = _TEST_RESIZE[trained.preprocess]
+        if load_size:  # the user's size, with the training resize's rule (shorter side where training kept none)
+            resize = "scale_shortside" if resize == "none" else resize
+            return TestScale(resize, load_size, trained.crop_size,
+                             f"{_resize_text(resize, load_size)} (--load_size {load_size}; {_trained_text(trained)})")
+        if resize == "none":
+            return TestScale("none", trained.load_size, trained.crop_size,
+                             f"training scale: native resolution ({_trained_text(trained)})")
+        return TestScale(resize, trained.load_size, trained.crop_size,
+                         f"training scale: {_resize_text(resize, trained.load_size)} ({_trained_text(trained)})")
+    for given, name, used in ((load_size, "load_size", _USES_LOAD), (crop_size, "crop_size", _USES_CROP)):
+        if given and mode not in used:
+            raise UserError(f"option --{name}: --preprocess {mode} does not use it"
+                            + (" (native resolution)" if mode == "none" else ""))
+    load, crop = load_size or trained.load_size, crop_size or trained.crop_size
+    if mode in _CROPPING and mode != "crop" and load < crop:
+        raise UserError(f"option --crop_size: {crop} is larger than --load_size {load}")
+    if mode == "none":
+        return TestScale("none", load, crop, "native resolution (--preprocess none)")
+    sizes = ", ".join(f"{n} {v}" for n, v, used in (("load_size", load, _USES_LOAD), ("crop_size", crop, _USES_CROP))
+                      if mode in used)
+    return TestScale(mode, load, crop, f"--preprocess {mode} ({sizes})")

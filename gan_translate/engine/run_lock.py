@@ -132,8 +132,11 @@ class RunLock:
         except OSError:
             pass
         folder = self.path.parent
-        if self._made_folder and [p.name for p in folder.iterdir()] == [OWNER_FILE]:
-            self.path.unlink(missing_ok=True)
+        # The scan cache (trainer.SCAN_CACHE_FILE) is no training output either.
+        leftovers = {p.name for p in folder.iterdir()}
+        if self._made_folder and leftovers <= {OWNER_FILE, "scan_cache.json"}:
+            for name in leftovers:
+                (folder / name).unlink(missing_ok=True)
             folder.rmdir()
         os.close(self._fd)  # closing the descriptor releases the lock
         self._fd = None

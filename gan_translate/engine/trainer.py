@@ -33,6 +33,14 @@ from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
 from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator, started_by_a_launcher
+from gan_translate.engine.machines import (
+    LostMachine,
+    check_shared_run_folder,
+    describe_write_failure,
+    lost_machine_message,
+    process_group_kwargs,
+    rank0_outcome,
+)
 from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import (GracefulStop, GuardedOptimizer, StepGuard, TrainingInterrupted,
                                         ignore_stop_signals, is_worker_failure, stop_when_the_launcher_dies)
@@ -132,24 +140,37 @@ class Trainer:
             mixed_precision=options.mixed_precision,
             log_with="tensorboard",
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
+            kwargs_handlers=process_group_kwargs(options.ddp_timeout),
         )
         acc = self.accelerator
         acc.print(self._set_cpu_threads())
+        self.distributed = acc.num_processes > 1
         set_seed(options.seed)  # the same initial weights on every rank
         with acc.main_process_first():  # the first process makes the built-in data, the others then read it
             options.dataroot = resolve_dataroot(options)
-        # Every rank reads the folder on its own: an unreadable one fails on all ranks alike (one message, see cli.py)
-        # instead of on rank 0 while the others wait for it in a barrier.
-        self.dataset = create_dataset(options)
-        # The main process is the run folder's one writer; a second training on the same folder stops here.
+        # The main process is the run folder's one writer; a second training on the same folder stops here (on every
+        # rank: rank 0's outcome is shared, so the others do not wait for it in the next collective).
         self.run_lock = RunLock(self.run_dir)
-        if acc.is_main_process:
-            self.run_lock.acquire()
+        rank0_outcome(self.run_lock.acquire, is_main=acc.is_main_process, distributed=self.distributed,
+                      describe=lambda err: str(err) if isinstance(err, UserError) else None)
         try:
+            if self.distributed:  # several machines need one shared run folder: checked before anything is trained
+                check_shared_run_folder(self.run_dir, is_main=acc.is_main_process, rank=acc.process_index)
+            self.dataset = self._build_dataset(options)
             self._build(options)
         except BaseException:
             self.run_lock.release()
             raise
+
+    def _build_dataset(self, options: TrainOptions) -> Any:
+        """The main process scans the data first and keeps its header scan in the run folder; the other ranks then
+        reuse it (a million files: minutes each otherwise). A bad file stops every rank with rank 0's message."""
+        acc = self.accelerator
+        cache = self.run_dir / SCAN_CACHE_FILE
+        dataset = rank0_outcome(lambda: create_dataset(options, scan_cache=cache), is_main=acc.is_main_process,
+                                distributed=self.distributed,
+                                describe=lambda err: str(err) if isinstance(err, UserError) else None)
+        return dataset if acc.is_main_process else create_dataset(options, scan_cache=cache)
 
     def _build(self, options: TrainOptions) -> None:
         acc = self.accelerator
@@ -212,9 +233,13 @@ class Trainer:
     # ---- state
     def _resume(self) -> None:
         ckpt = find_checkpoint(self.run_dir, "latest")
+        state = load_state(ckpt)
+        imported = state.get("imported")
+        if imported is not None:  # weights from another project (python -m gan_translate import): no optimizer state
+            self._start_from_import(ckpt, imported)
+            return
         for name, net in self.model.nets.items():
             load_net(net, ckpt, name)
-        state = load_state(ckpt)
         for name, optim in self.model.optimizers.items():
             optim.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
@@ -228,10 +253,20 @@ class Trainer:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.accelerator.print(f"resumed from {ckpt} at step {self.progress.step}, epoch {self.progress.epoch + 1}")
 
+    def _start_from_import(self, ckpt: Path, imported: dict[str, Any]) -> None:
+        """Fine-tuning of imported weights: every network from the checkpoint, fresh optimizers and schedules."""
+        if not imported.get("fine_tune"):
+            raise UserError(f"option --continue_train: {self.run_dir} cannot be fine-tuned: {imported.get('reason')}")
+        for name, net in self.model.nets.items():
+            load_net(net, ckpt, name)
+        self.accelerator.print(f"fine-tuning the weights imported from {imported.get('source')} with fresh "
+                               "optimizers and learning-rate schedules (the source saved none)")
+
     def save(self, tag: str) -> None:
         """Every rank contributes its RNG state; the main process writes the checkpoint."""
         acc = self.accelerator
         rng_states = gather_object([capture_rng()]) if acc.num_processes > 1 else [capture_rng()]
+        state: dict[str, Any] = {}
         if acc.is_main_process:
             state = {
                 "progress": vars(self.progress).copy(),
@@ -241,9 +276,19 @@ class Trainer:
                 "rng": rng_states,
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
             }
+
+        def write() -> None:
             save_checkpoint(self.run_dir, tag, nets=dict(self.model.nets.items()), state=state,
                             config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last)
-        acc.wait_for_everyone()
+
+        # Rank 0's outcome goes to every rank (in place of a barrier): a failed write (disk full) stops them all now,
+        # with its reason, instead of leaving the others to train on without checkpoints or to time out.
+        def failure(err: BaseException) -> str:
+            what = str(err) if isinstance(err, UserError) else \
+                f"cannot write checkpoint {tag} in {self.run_dir}: {describe_write_failure(err)}"
+            return f"{what}; the checkpoint before it is kept (free space, then resume with --continue_train)"
+
+        rank0_outcome(write, is_main=acc.is_main_process, distributed=self.distributed, describe=failure)
 
     # ---- logging
     def _log_images(self, tracker: Any) -> None:
@@ -305,6 +350,7 @@ class Trainer:
             bar.close()
             raise self._workers_lost(err, signal_stop.requested) from None
         finally:
+            bar.close()  # an error ends the bar's line, so that its message starts a line of its own
             signal_stop.restore()
             self._shut_down_workers()  # also when the run fails: no worker may outlive it
         self.check_ranks_in_sync()
@@ -446,6 +492,9 @@ class Trainer:
         acc.print(f"weights identical on all {acc.num_processes} ranks (sha256 {digests[0][:16]})")
 
 
+SCAN_CACHE_FILE = "scan_cache.json"
+
+
 def train(options: TrainOptions) -> Path:
     """Trains the model that ``options`` describes; returns the run folder."""
     if not options.name:
@@ -456,12 +505,23 @@ def train(options: TrainOptions) -> Path:
         stop_when_the_launcher_dies()
     threads = torch.get_num_threads()  # the trainer sets its own on a CPU; a caller in this process keeps its own
     signal_stop = GracefulStop().install()
+    trainer = None
     try:
         trainer = Trainer(options)
+        return trainer.fit(signal_stop)
+    except Exception as err:
+        lost = lost_machine_message(err, options.ddp_timeout)
+        if lost is None:
+            raise
+        run_dir = Path(options.checkpoints_dir) / options.name
         try:
-            return trainer.fit(signal_stop)
-        finally:
-            trainer.run_lock.release()
+            last = f"the last checkpoint is {find_checkpoint(run_dir, 'latest')}"
+        except UserError:
+            last = f"no checkpoint was written in {run_dir} yet"
+        raise LostMachine(f"{lost}; {last} -- start every machine's launcher again with --continue_train to resume "
+                          "from it") from None
     finally:
+        if trainer is not None:
+            trainer.run_lock.release()
         signal_stop.restore()
         torch.set_num_threads(threads)

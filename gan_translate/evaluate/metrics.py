@@ -105,6 +105,9 @@ DEFINITIONS: dict[str, str] = {
             "averaged (= scikit-image structural_similarity(gaussian_weights=True, sigma=1.5, "
             "use_sample_covariance=False, data_range=255))",
     "l1": "mean absolute difference of output vs target in 0-255 units, 8-bit images, per image then averaged",
+    "rec_l1": "reconstruction vs input: mean absolute difference in 0-255 units of the 8-bit images, per image then "
+              "averaged; CycleGAN's held-out cycle L1, L1(G_B(G_A(x)), x) for AtoB and L1(G_A(G_B(y)), y) for BtoA "
+              "(MIXGAN: G_c's reconstruction); computed with l1",
     "fid": "Frechet Inception Distance (Heusel et al. 2017) between the outputs and the real images of the target "
            "domain: Inception-v3 pool3 features (2048-d) of images resized bilinearly to 299x299; "
            "||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))",

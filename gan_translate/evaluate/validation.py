@@ -1,9 +1,10 @@
 """Metrics during training (``--val_freq N``): PSNR, SSIM and L1 on a validation split, logged as val/<metric>.
 
 The split is ``<dataroot>/val`` (aligned) or ``valA``/``valB`` (unaligned), else the test split; at most
-``VAL_IMAGES`` images, at full resolution. The networks are copied into a fresh inference model first, so validation
-touches none of the training state (BatchNorm statistics, DDP wrappers), and the random streams are forked, so a run
-with validation trains exactly as one without.
+``VAL_IMAGES`` images, at the training scale as test.py translates them (``resolve_test_scale``). The networks are
+copied into a fresh inference model first, so validation touches none of the training state (BatchNorm statistics, DDP
+wrappers), and the random streams are forked, so a run with validation trains exactly as one without. Models that
+reconstruct (CycleGAN) also log val/rec_l1, the cycle L1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gan_translate.data import resolve_test_scale
 from gan_translate.evaluate.scoring import run_job
 from gan_translate.evaluate.sources import FORWARD_ROLES, AlignedSource, FolderSource, Job, data_options
 from gan_translate.models import TranslationModel, model_class
@@ -39,7 +41,7 @@ def validation_job(options: Any) -> Job | None:
     phase = _split(root, mode)
     if phase is None:
         return None
-    data = data_options(options, phase=phase, preprocess="none", skip_bad_images=True)
+    data = data_options(options, phase=phase, skip_bad_images=True, **resolve_test_scale(options).as_options())
     if mode == "aligned":
         source = AlignedSource(data, root / phase, count=VAL_IMAGES, reverse=False, skip_bad=True)
     else:
@@ -53,7 +55,8 @@ def validation_job(options: Any) -> Job | None:
 
 
 def validation_metrics(model: TranslationModel, options: Any) -> dict[str, float]:
-    """{'val/psnr': ..., 'val/ssim': ..., 'val/l1': ...} of ``model``'s current weights; {} when nothing to score."""
+    """{'val/psnr': ..., 'val/ssim': ..., 'val/l1': ...} of ``model``'s current weights, and 'val/rec_l1' for models
+    that reconstruct (CycleGAN's cycle); {} when nothing to score."""
     if model.needs_style:
         return {}
     job = validation_job(options)
@@ -67,4 +70,4 @@ def validation_metrics(model: TranslationModel, options: Any) -> dict[str, float
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(options.seed)
         result = run_job(fresh, job, metrics=VAL_METRICS, batch_size=1, device=device)
-    return {f"val/{k}": float(v) for k, v in result.summary.items() if k in VAL_METRICS}
+    return {f"val/{k}": float(v) for k, v in result.summary.items() if k in VAL_METRICS or k == "rec_l1"}

@@ -107,7 +107,10 @@ class TranslationModel(nn.Module, ABC):
     # ---- inference
     @abstractmethod
     def translate(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Translated images for a batch (names as in ``visuals``); callers run it under torch.no_grad()."""
+        """Translated images for a batch (names as in ``visuals``); callers run it under torch.no_grad().
+
+        ``batch["reconstruct"]`` (test.py sets it) asks a model with a way back (CycleGAN) for its reconstructions
+        too (rec_A, rec_B); other models ignore it."""
 
     # ---- helpers for subclasses
     def adam(self, *module_names: str, lr: float | None = None) -> torch.optim.Adam:
