@@ -46,7 +46,11 @@ REFERENCE_PEAK_RSS = {("cyclegan", 256): 4.2e9}
 REFERENCE_NETG: dict[str, Callable[[int], str]] = {
     "pix2pix": lambda size: f"unet_{size}",  # the U-Net goes down to 1x1: unet_128 at 128 px, unet_256 at 256 px
     "cyclegan": lambda size: "resnet_9blocks",
+    "cut": lambda size: "resnet_9blocks",
+    "fastcut": lambda size: "resnet_9blocks",
 }
+# Benchmark names that are a registered model with options: FastCUT is CUT's --mode fastcut.
+MODEL_ALIASES: dict[str, tuple[str, dict[str, str]]] = {"fastcut": ("cut", {"mode": "fastcut"})}
 
 RESULT_MARKER = "BENCH_RESULT "
 
@@ -82,14 +86,15 @@ class BenchConfig:
     def argv(self) -> list[str]:
         """The training options as command-line arguments (resolved over options/<model>.yaml like train.py)."""
         net_g = self.netG or REFERENCE_NETG.get(self.model, lambda size: "")(self.size)
-        args = ["--model", self.model, "--dataroot", "synthetic", "--crop_size", str(self.size),
+        model, preset = MODEL_ALIASES.get(self.model, (self.model, {}))
+        args = ["--model", model, "--dataroot", "synthetic", "--crop_size", str(self.size),
                 "--load_size", str(self.size), "--batch_size", str(self.batch_size), "--ngf", str(self.ngf),
                 "--ndf", str(self.ndf), "--mixed_precision", self.mixed_precision,
                 "--channels_last", str(self.channels_last), "--compile", str(self.compile),
                 "--checkpointing", str(self.checkpointing), "--num_threads", "0"]
         if net_g:
             args += ["--netG", net_g]
-        for key, value in self.overrides.items():
+        for key, value in {**preset, **self.overrides}.items():
             args += [f"--{key}", value]
         return args
 
@@ -99,7 +104,7 @@ def build_options(config: BenchConfig) -> Any:
     from gan_translate import config as options_module
     from gan_translate.models import model_class
 
-    cls = model_class(config.model)
+    cls = model_class(MODEL_ALIASES.get(config.model, (config.model, {}))[0])
     options = options_module.resolve(cls.Options, cls.name, config.argv(), prog="bench")
     if options.dataset_mode not in ("aligned", "unaligned"):
         raise UserError(f"option --models: {config.model} needs {options.dataset_mode} data, which the benchmark "
@@ -428,6 +433,8 @@ def build_parser() -> _Parser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training option, e.g. --set norm=batch (repeatable)")
     p.add_argument("--json", default="", help="write the results to this JSON file")
+    p.add_argument("--data", action="store_true",
+                   help="benchmark data loading instead (loose files vs shards, memory, start-up; see --data --help)")
     # Small networks for tests and quick looks; the reference settings are the defaults.
     p.add_argument("--ngf", type=int, default=64, help=argparse.SUPPRESS)
     p.add_argument("--ndf", type=int, default=64, help=argparse.SUPPRESS)
@@ -439,6 +446,10 @@ def build_parser() -> _Parser:
 
 def bench_command(argv: Sequence[str]) -> int:
     """``python -m gan_translate bench ...``: runs every configuration, prints the table, writes the JSON."""
+    if "--data" in argv:  # the data-loading benchmark has options of its own
+        from gan_translate.bench_data import data_bench_command
+
+        return data_bench_command([arg for arg in argv if arg != "--data"])
     args = build_parser().parse_args(list(argv))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("option --device: cuda is not available on this machine")
@@ -504,9 +515,8 @@ def _worker(payload: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        _worker(sys.argv[2])
-    else:
-        from gan_translate.cli import bench_main
-
-        sys.exit(bench_main(sys.argv[1:]))
+    # This module's own entry point is the worker that ``run_in_subprocess`` starts for one configuration; the
+    # command is ``python -m gan_translate bench`` (cli.py imports this module, never the other way round).
+    if len(sys.argv) != 3 or sys.argv[1] != "--worker":
+        sys.exit("usage: python -m gan_translate bench [options]  (gan_translate.bench runs only as its worker)")
+    _worker(sys.argv[2])

@@ -24,8 +24,12 @@ commands:
   export   a trained generator to ONNX:  python -m gan_translate export --name NAME --format onnx [--output F]
   stylize  neural style transfer by optimisation (Gatys et al. and variants):
            python -m gan_translate stylize --content IMG --style IMG [IMG ...] --out OUT.png [options]
+  import   weights of other projects (pix2pix/CycleGAN reference, CUT, AdaIN, TPFR) as a run folder:
+           python -m gan_translate import reference latest_net_G.pth --model cyclegan --name horse2zebra
   bench    speed and memory of the training step (s/iter, FLOP/s, peak memory, inference images/s):
            python -m gan_translate bench [--models pix2pix,cyclegan] [--sizes 128,256] [--json OUT.json]
+  demo     a local web page that translates uploaded images with trained runs (needs the extra "demo"):
+           python -m gan_translate demo [--checkpoints_dir checkpoints | --run DIR] [--host H] [--port P]
 
 `python -m gan_translate <command> --help` lists a command's options."""
 
@@ -43,22 +47,94 @@ def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> int:
+        code = EXIT_USER_ERROR
         try:
             return func(*args, **kwargs) or 0
         except UserError as err:
             message = _user_message(err)
-        except RuntimeError as err:  # DataLoader re-raises a worker's exception with the original type's name
-            if "UserError" not in str(err):
-                raise
-            message = _user_message(err)
+            code = getattr(err, "exit_code", EXIT_USER_ERROR)  # a lost machine is no mistake of the user's: 1
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
-        if os.environ.get("RANK", "0") == "0":  # one line per job, not one per process
-            print(f"error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        except Exception as err:  # noqa: BLE001 -- re-raised unless a user's error or another process's echo
+            if isinstance(err, RuntimeError) and "UserError" in str(err):
+                message = _user_message(err)  # DataLoader re-raises a worker's exception with its type's name
+            elif _lost_a_peer(err):
+                report_user_error("lost the connection to another process of this job: it stopped (its message is "
+                                  "above, or in its machine's log)")
+                return 1
+            else:
+                raise
+        report_user_error(message)
+        return code
 
     return wrapper
+
+
+def _lost_a_peer(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another process of the job ended (gloo/NCCL)."""
+    from gan_translate.engine.distributed import announced_world_size
+
+    if announced_world_size()[0] == 1 or "torch" not in sys.modules:
+        return False
+    import torch.distributed
+
+    text = str(err)
+    return isinstance(err, getattr(torch.distributed, "DistNetworkError", ())) or any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
+def _job_key() -> str:
+    """Names the launch this process belongs to on this machine: its launcher (the parent process, with its start
+    time so that a later process with the same pid is another launch) and the rendezvous port."""
+    parent = os.getppid()
+    try:
+        started = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "0"
+    return f"{parent}-{started}-{os.environ.get('MASTER_PORT', '')}-{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+
+
+def report_user_error(message: str, *, rank_0_wait: float = 1.0) -> bool:
+    """Prints ``error: <message>`` once per job and distinct message; returns whether this process printed it.
+
+    Alone, a process just prints. Among several processes (a launcher's WORLD_SIZE > 1), the processes of one machine
+    share a marker per message in the temporary folder: rank 0 prints its message as is; another rank waits up to
+    ``rank_0_wait`` seconds for rank 0 to claim the same message, and otherwise prints it tagged with its rank (the
+    first of the ranks to claim it). A failure on one rank alone is thus never silent, and one that every rank meets
+    (a bad option, an unreadable folder) is shown once.
+    """
+    import hashlib
+    import tempfile
+    import time
+
+    from gan_translate.engine.distributed import announced_world_size, process_rank
+
+    rank = process_rank()
+    if announced_world_size()[0] == 1:
+        print(f"error: {message}", file=sys.stderr)
+        return True
+    folder = Path(tempfile.gettempdir()) / f"gan_translate-errors-{os.getuid() if hasattr(os, 'getuid') else 0}" \
+        / _job_key()
+    digest = hashlib.sha256(message.encode()).hexdigest()[:20]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            (folder / f"{digest}.rank0").touch()
+        else:
+            deadline = time.monotonic() + rank_0_wait
+            while time.monotonic() < deadline and not (folder / f"{digest}.rank0").exists():
+                time.sleep(0.05)
+            if (folder / f"{digest}.rank0").exists():
+                return False
+            os.close(os.open(folder / f"{digest}.other", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # another rank printed this message
+        return False
+    except OSError:  # no shared temporary folder: rather twice than never
+        pass
+    # Another rank's line starts on a line of its own: rank 0's progress bar may be half-way along the current one.
+    print(f"error: {message}" if rank == 0 else f"\nerror (rank {rank}): {message}", file=sys.stderr)
+    return True
 
 
 def parse_train_options(argv: Sequence[str], prog: str = "train.py"):
@@ -76,6 +152,11 @@ def parse_train_options(argv: Sequence[str], prog: str = "train.py"):
     model_name = config.peek(argv, "model")
     if model_name is None and config.peek(argv, "config"):
         model_name = config.read_yaml(config.peek(argv, "config")).get("model")
+    resuming = any(a == "--continue_train" or a.startswith("--continue_train=") for a in argv)
+    if model_name is None and resuming and config.peek(argv, "name"):  # a resumed run knows its model
+        saved_run = Path(config.peek(argv, "checkpoints_dir") or "checkpoints") / config.peek(argv, "name")
+        if (saved_run / "config.yaml").is_file():
+            model_name = config.read_yaml(saved_run / "config.yaml").get("model")
     cls = model_class(model_name or "cyclegan")
     options = config.resolve(cls.Options, cls.name, argv, prog=prog)
     if not options.name:
@@ -141,6 +222,22 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
 
 
 @user_errors_exit
+def import_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate import <source> ...``."""
+    from gan_translate.importers import import_command
+
+    return import_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gan_translate demo`` (gradio, the extra "demo", is imported only here)."""
+    from gan_translate.demo import demo_command
+
+    return demo_command(sys.argv[1:] if argv is None else argv)
+
+
+@user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gan_translate <command> ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -149,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                               "test": test_main.__wrapped__,
                                                               "fid": fid_main.__wrapped__,
                                                               "export": export_main.__wrapped__,
-                                                              "bench": bench_main.__wrapped__}
+                                                              "bench": bench_main.__wrapped__,
+                                                              "import": import_main.__wrapped__,
+                                                              "demo": demo_main.__wrapped__}
     if not argv or argv[0] in ("-h", "--help"):
         print(COMMANDS_HELP)
         return 0

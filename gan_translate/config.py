@@ -65,6 +65,9 @@ class TrainOptions:
     no_dropout: bool = opt(False, "no dropout in the generator")
     upsample: str = choice("transposed", ("transposed", "resize"),
                            "generator upsampling; resize = nearest + conv, against checkerboard artifacts")
+    antialias: bool = opt(False, "antialiased resampling in ResNet generators and PatchGANs: stride-1 conv + blur-pool "
+                                 "instead of stride 2, blur-upsample + conv instead of transposed convs (Zhang 2019; "
+                                 "CUT's default); same parameter count")
     # --- data
     dataset_mode: str = choice("unaligned", ("aligned", "unaligned", "single"), "how the data folder is organised")
     direction: str = choice("AtoB", ("AtoB", "BtoA"), "translation direction")
@@ -96,6 +99,9 @@ class TrainOptions:
     compile: bool = opt(False, "torch.compile the networks (slow first steps, faster after)")
     checkpointing: bool = opt(False, "activation checkpointing in the generators: recompute activations in the "
                                      "backward pass (less memory for high resolutions, about a third more G work)")
+    num_cpu_threads: int = opt(0, "torch threads per process when training on the CPU (0 = this machine's cores "
+                                  "divided among the job's processes on it, unless OMP_NUM_THREADS or accelerate's "
+                                  "--num_cpu_threads_per_process sets a number)", minimum=0)
     adam_impl: str = choice("fused", ("fused", "foreach", "for_loop"),
                             "Adam's implementation: fused = one pass over each weight tensor (the fastest)")
     # --- logging and checkpoints
@@ -109,6 +115,9 @@ class TrainOptions:
     continue_train: bool = opt(False, "resume the run from its latest checkpoint, with its full state")
     max_bad_steps: int = opt(5, "stop after this many consecutive steps with a NaN/Inf loss (each is skipped)",
                              minimum=1)
+    # --- several processes and machines (README "Many machines")
+    ddp_timeout: int = opt(300, "seconds a process waits for the others in a collective before it stops (a machine "
+                                "that hung or was lost); longer than any pause of one rank alone", minimum=1)
 
     def validate(self) -> None:
         """Checks that involve several options; models extend it."""
@@ -118,8 +127,16 @@ class TrainOptions:
             size = int(self.netG[5:])
             if size < 32 or size & (size - 1):
                 raise UserError(f"option --netG: unet size {size} must be a power of two >= 32")
+        if self.antialias and self.netG.startswith("unet_"):
+            raise UserError(f"option --antialias: {self.netG} has no antialiased layout (resnet_<k>blocks has)")
         if "crop" in self.preprocess and self.load_size < self.crop_size and self.preprocess != "crop":
             raise UserError(f"option --crop_size: {self.crop_size} is larger than --load_size {self.load_size}")
+
+    @classmethod
+    def presets(cls, chosen: dict[str, Any]) -> dict[str, Any]:
+        """Defaults that follow from other options (e.g. CUT's ``--mode fastcut``), layered over options/<model>.yaml
+        and under the quick preset and the user's own values. ``chosen`` holds the options set so far, raw."""
+        return {}
 
     @property
     def total_epochs(self) -> int:
@@ -281,8 +298,14 @@ def resolve(options_cls: type, model: str, argv: Sequence[str], *, prog: str = "
     if run_config is not None:
         _apply(values, read_yaml(run_config), types, f" in {run_config}")
     else:
-        for path in model_yaml_files(model, quick=not cli.get("dataroot") and not _config_dataroot(cli)):
-            _apply(values, read_yaml(path), types, f" in {path}")
+        user = {**(read_yaml(cli["config"]) if cli.get("config") else {}), **cli}
+        paper, *quick = model_yaml_files(model, quick=not cli.get("dataroot") and not _config_dataroot(cli),
+                                         missing=True)
+        for path in (paper, None, *quick):
+            if path is None:  # after the paper's defaults, before the quick preset
+                _apply(values, options_cls.presets({**values, **user}), types, " (preset)")
+            elif path.is_file():
+                _apply(values, read_yaml(path), types, f" in {path}")
     if cli.get("config"):
         _apply(values, read_yaml(cli["config"]), types, f" in {cli['config']}")
     _apply(values, cli, types, "")
@@ -294,10 +317,11 @@ def _config_dataroot(cli: dict[str, Any]) -> str:
     return str(read_yaml(cli["config"]).get("dataroot") or "") if cli.get("config") else ""
 
 
-def model_yaml_files(model: str, *, quick: bool) -> list[Path]:
-    """options/<model>.yaml, then options/<model>_quick.yaml when the built-in data is used."""
+def model_yaml_files(model: str, *, quick: bool, missing: bool = False) -> list[Path]:
+    """options/<model>.yaml, then options/<model>_quick.yaml when the built-in data is used (``missing``: also the
+    files that do not exist)."""
     names = [f"{model}.yaml"] + ([f"{model}_quick.yaml"] if quick else [])
-    return [OPTIONS_DIR / n for n in names if (OPTIONS_DIR / n).is_file()]
+    return [OPTIONS_DIR / n for n in names if missing or (OPTIONS_DIR / n).is_file()]
 
 
 def load_options(options_cls: type, path: str | Path) -> Any:

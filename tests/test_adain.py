@@ -202,6 +202,7 @@ def test_training_without_weights_fails_with_one_line(styles_data: Path, tmp_pat
                                                      monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv(vgg_module.OFFLINE_ENV, "1")
+    monkeypatch.setattr(vgg_module, "bundled_caffe_vgg19", lambda: None)
     assert train_main(adain_run(styles_data, tmp_path, "--max_steps", "1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: no VGG-19 weights: pass --vgg_weights FILE") and "548 MB" in err[-1]

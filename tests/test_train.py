@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gan_translate.cli import train_main
 from gan_translate.engine.checkpoint import find_checkpoint, load_state
+from gan_translate.engine.distributed import usable_cores
 from tests.conftest import REPO, SHARED_DATA, tiny_run
 
 NETS = {"pix2pix": ("G", "D"), "cyclegan": ("G_A", "G_B", "D_A", "D_B")}
@@ -95,22 +96,38 @@ def test_checkpoints_rotate_and_epochs_are_kept(tiny_data: Path, tmp_path: Path)
     assert not list(run.glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])  # BatchNorm + dropout; InstanceNorm + image pools
-def test_two_processes_stay_in_sync(model: str, tiny_data: Path, tmp_path: Path) -> None:
-    """`accelerate launch --multi_gpu --num_processes 2` on CPU: two gloo processes, DDP, identical weights -- also
-    with data that does not split evenly over the ranks (7 images, batches of 2 per process)."""
+def launcher_env() -> dict[str, str]:
+    """The environment of a user's shell: none of the variables a launcher or a test harness may have left."""
+    unset = ("ACCELERATE_USE_CPU", "OMP_NUM_THREADS", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+             "MASTER_ADDR", "MASTER_PORT")
+    return {k: v for k, v in os.environ.items() if k not in unset}
+
+
+def accelerate_launch(*args: str) -> list[str]:
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     assert accelerate, "accelerate's launcher is not installed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    argv = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
-            *tiny_run(model, tiny_data, tmp_path, "ddp", "--max_dataset_size", "7", "--n_epochs_decay", "1",
-                      *(["--netG", "unet_64"] if model == "pix2pix" else []))]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "weights identical on all 2 ranks" in proc.stdout + proc.stderr
+    return [accelerate, "launch", *args]
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])  # BatchNorm + dropout; InstanceNorm + image pools
+def test_two_processes_stay_in_sync(model: str, tiny_data: Path, tmp_path: Path) -> None:
+    """The README's `accelerate launch --multi_gpu --num_processes 2 train.py ...`, as a user types it, on a machine
+    without a GPU: one distributed run over gloo, identical weights -- also with data that does not split evenly over
+    the ranks (7 images, batches of 2 per process)."""
+    argv = accelerate_launch("--multi_gpu", "--num_processes", "2", str(REPO / "train.py"),
+                             *tiny_run(model, tiny_data, tmp_path, "ddp", "--max_dataset_size", "7",
+                                       "--n_epochs_decay", "1", *(["--netG", "unet_64"] if model == "pix2pix" else [])))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(), timeout=600, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "weights identical on all 2 ranks" in out
+    if not torch.cuda.is_available():
+        threads = max(1, usable_cores() // 2)  # the cores shared by this machine's 2 processes, not the launcher's 1
+        assert f"training on cpu: 2 processes (gloo), {threads} torch thread" in out, out[-3000:]
+    # One run: 7 images over 2 processes x 2 per batch = 2 steps per epoch (the last batch is completed by wrapping
+    # around), 2 epochs; one process training alone would have run 4 steps per epoch.
+    assert out.count("done: 4 steps") == 1, out[-3000:]
     state = load_state(find_checkpoint(tmp_path / "ddp"))
-    # 7 images, 2 per batch per process: 2 steps per epoch (the last batch is completed by wrapping around), 2 epochs.
     assert state["progress"] == {"step": 4, "epoch": 2, "batch_in_epoch": 0}
     assert len(state["rng"]) == 2
 

@@ -11,6 +11,7 @@ Conventions: the returned "A" is always the network input (``input_nc`` channels
 from __future__ import annotations
 
 import abc
+import copy
 import hashlib
 import random
 import sys
@@ -22,10 +23,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gan_translate.data.images import ImageReadError, list_images, load_image, probe_image
+from gan_translate.data.scan_cache import Probe, ScanCache
+from gan_translate.data.shards import ShardImages, ShardRoot, is_shard_spec
 from gan_translate.data.transforms import build_transform, get_params, needs_upscale, resized_size
 from gan_translate.errors import UserError
 
 Size = tuple[int, int]
+ImageList = list[str] | ShardImages  # image files, or images inside tar shards
 _DIRECTIONS = ("AtoB", "BtoA")
 _CHANNELS = (1, 3)
 
@@ -102,7 +106,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
 # --- shared machinery ----------------------------------------------------------------------------------------------
 
 
-def _limit(paths: list[str], max_size: int | float | None) -> list[str]:
+def _limit(paths: ImageList, max_size: int | float | None) -> ImageList:
     """Keep the first ``max_size`` paths; 0, None or infinity mean no limit."""
     if not max_size or max_size >= len(paths):
         return paths
@@ -121,6 +125,24 @@ def _split_key(key: int | tuple[int, int], length: int) -> tuple[int, int]:
     return epoch, index
 
 
+def read_image(paths: ImageList, index: int, channels: int) -> Image.Image:
+    """Image ``index`` of a list of files or of shard images, decoded by ``images.load_image``."""
+    if isinstance(paths, ShardImages):
+        return paths.load(index, channels)
+    return load_image(paths[index], channels=channels)
+
+
+def open_images(opt: DataOptions, folder: str | None) -> tuple[Path | str, ImageList]:
+    """The images of ``dataroot/folder`` (the whole dataroot with None): a sorted file list, or, when ``dataroot``
+    names tar shards, the shard set called ``folder`` (e.g. ``trainA-*.tar``). Returns (how messages name it, images).
+    """
+    if is_shard_spec(opt.dataroot):
+        shards = ShardRoot(opt.dataroot)
+        return shards.where(folder), shards.images(folder)
+    root = Path(opt.dataroot) if folder is None else Path(opt.dataroot) / folder
+    return root, list_images(root)
+
+
 def _check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
         raise UserError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
@@ -136,38 +158,71 @@ class ImageDataset(Dataset, abc.ABC):
             dropped while loading inside DataLoader worker processes are recorded in those processes only.
     """
 
-    def __init__(self, opt: DataOptions) -> None:
+    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
         _check_choice("direction", opt.direction, _DIRECTIONS)
         _check_choice("input_nc", opt.input_nc, _CHANNELS)
         _check_choice("output_nc", opt.output_nc, _CHANNELS)
         resized_size(opt, (1, 1))  # validates preprocess before any file is read
-        self.opt = opt
+        self.opt = self._train_opt = opt
+        # CUT's rule (``decay_no_jitter``): in the decay epochs (0-based epoch >= n_epochs) images are resized straight
+        # to crop_size, so the random crop no longer moves them (flips stay).
+        self._decay_opt = None
+        if getattr(opt, "decay_no_jitter", False):
+            self._decay_opt = copy.copy(opt)
+            self._decay_opt.load_size = opt.crop_size
         self.seed = int(opt.seed)
         self.skip_bad = bool(getattr(opt, "skip_bad_images", False))
         self.swap = opt.direction == "BtoA"
         self.skipped: list[tuple[str, str]] = []
         self._upscale_warned = False
+        self.scan_cache = scan_cache
+
+    def _probe_all(self, paths: ImageList, cache_key: str) -> list[Probe]:
+        """Each image's size, or the reason it cannot be read; from the shard index, the scan cache or the headers."""
+        if isinstance(paths, ShardImages):
+            return [paths.size(i) for i in range(len(paths))]  # measured when the shard was indexed
+        cached = self.scan_cache.lookup(cache_key, paths) if self.scan_cache is not None else None
+        if cached is not None:
+            return cached
+        probes: list[Probe] = []
+        for path in paths:
+            try:
+                probes.append(probe_image(path))
+            except ImageReadError as err:
+                if not self.skip_bad:
+                    raise
+                probes.append(err.reason)
+        if self.scan_cache is not None:
+            self.scan_cache.store(cache_key, paths, probes)
+        return probes
 
     # Scanning happens once, at construction, so a non-image is reported before hours of training, not during them.
     def _scan(
-        self, folder: Path, paths: list[str], check: Callable[[str, Size], Size] | None = None
-    ) -> tuple[list[str], list[Size]]:
-        """Read every file's header; keep the readable ones with their size (as ``check`` maps it, if given)."""
-        good: list[str] = []
+        self, folder: Path | str, paths: ImageList, check: Callable[[str, Size], Size] | None = None,
+        cache_key: str | None = None,
+    ) -> tuple[ImageList, list[Size]]:
+        """Read every file's header; keep the readable ones with their size (as ``check`` maps it, if given).
+
+        ``cache_key`` names the list in the scan cache (default: the folder).
+        """
+        kept: list[int] = []
         sizes: list[Size] = []
         skipped_here = 0
-        for path in paths:
+        for position, probe in enumerate(self._probe_all(paths, str(cache_key or folder))):
+            path = paths[position]
             try:
-                size = probe_image(path)
-                size = check(path, size) if check else size
+                if isinstance(probe, str):
+                    raise ImageReadError(path, probe)
+                size = check(path, probe) if check else probe
             except ImageReadError as err:
                 if not self.skip_bad:
                     raise
                 self.skipped.append((err.path, err.reason))
                 skipped_here += 1
                 continue
-            good.append(path)
+            kept.append(position)
             sizes.append(size)
+        good = paths.select(kept) if isinstance(paths, ShardImages) else [paths[i] for i in kept]
         if skipped_here:
             path, reason = self.skipped[-skipped_here]
             _log(f"skipped {skipped_here} unreadable image(s) in {folder}; first: {path}: {reason}")
@@ -176,13 +231,13 @@ class ImageDataset(Dataset, abc.ABC):
         self._warn_small(folder, good, sizes)
         return good, sizes
 
-    def _warn_small(self, folder: Path, paths: list[str], sizes: list[Size]) -> None:
+    def _warn_small(self, folder: Path | str, paths: ImageList, sizes: list[Size]) -> None:
         """One warning per dataset, naming one image too small for the crop (it will be upscaled, not refused)."""
-        small = [(path, size) for path, size in zip(paths, sizes) if needs_upscale(self.opt, size)]
+        small = [i for i, size in enumerate(sizes) if needs_upscale(self.opt, size)]
         if not small or self._upscale_warned:
             return
         self._upscale_warned = True
-        path, (width, height) = small[0]
+        path, (width, height) = paths[small[0]], sizes[small[0]]
         _log(
             f"warning: {len(small)} image(s) in {folder} are too small for crop_size {self.opt.crop_size} and will be "
             f"upscaled, e.g. {path} ({width}x{height})"
@@ -207,6 +262,8 @@ class ImageDataset(Dataset, abc.ABC):
         """
         length = len(self)
         epoch, index = _split_key(key, length)
+        decay = self._decay_opt is not None and epoch >= self._train_opt.n_epochs
+        self.opt = self._decay_opt if decay else self._train_opt
         for offset in range(length):
             current = (index + offset) % length
             try:
@@ -250,18 +307,17 @@ class AlignedDataset(ImageDataset):
     Both halves get the same crop and flip. Items: ``{"A", "B", "A_paths", "B_paths"}`` (both paths name the file).
     """
 
-    def __init__(self, opt: DataOptions) -> None:
-        super().__init__(opt)
-        self.root = Path(opt.dataroot) / opt.phase
-        paths = _limit(list_images(self.root), opt.max_dataset_size)
-        self.paths, self.sizes = self._scan(self.root, paths, check=pair_half_size)
+    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
+        super().__init__(opt, scan_cache)
+        self.root, paths = open_images(opt, opt.phase)
+        self.paths, self.sizes = self._scan(self.root, _limit(paths, opt.max_dataset_size), check=pair_half_size)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _load_item(self, index: int, rng: random.Random) -> dict:
         path = self.paths[index]
-        left, right = split_pair(load_image(path, channels=3), path)
+        left, right = split_pair(read_image(self.paths, index, 3), path)
         source, target = (right, left) if self.swap else (left, right)
         params = get_params(self.opt, source.size, rng)
         return {
@@ -280,14 +336,12 @@ class UnalignedDataset(ImageDataset):
     Items: ``{"A", "B", "A_paths", "B_paths"}``.
     """
 
-    def __init__(self, opt: DataOptions) -> None:
-        super().__init__(opt)
-        root = Path(opt.dataroot)
-        self.dir_a, self.dir_b = root / f"{opt.phase}A", root / f"{opt.phase}B"
-        if self.swap:
-            self.dir_a, self.dir_b = self.dir_b, self.dir_a
-        self.a_paths, self.a_sizes = self._scan(self.dir_a, _limit(list_images(self.dir_a), opt.max_dataset_size))
-        self.b_paths, self.b_sizes = self._scan(self.dir_b, _limit(list_images(self.dir_b), opt.max_dataset_size))
+    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
+        super().__init__(opt, scan_cache)
+        names = (f"{opt.phase}B", f"{opt.phase}A") if self.swap else (f"{opt.phase}A", f"{opt.phase}B")
+        (self.dir_a, a_paths), (self.dir_b, b_paths) = (open_images(opt, name) for name in names)
+        self.a_paths, self.a_sizes = self._scan(self.dir_a, _limit(a_paths, opt.max_dataset_size))
+        self.b_paths, self.b_sizes = self._scan(self.dir_b, _limit(b_paths, opt.max_dataset_size))
         self.serial = bool(opt.serial_batches)
 
     def __len__(self) -> int:
@@ -297,9 +351,10 @@ class UnalignedDataset(ImageDataset):
         # Draw the partner first so an item's draws do not depend on image sizes; a random partner per item keeps
         # fixed A/B pairings from forming when the folders' lengths share a factor.
         b_index = index % len(self.b_paths) if self.serial else rng.randrange(len(self.b_paths))
-        a_path, b_path = self.a_paths[index % len(self.a_paths)], self.b_paths[b_index]
-        a_img = load_image(a_path, channels=self.opt.input_nc)
-        b_img = load_image(b_path, channels=self.opt.output_nc)
+        a_index = index % len(self.a_paths)
+        a_path, b_path = self.a_paths[a_index], self.b_paths[b_index]
+        a_img = read_image(self.a_paths, a_index, self.opt.input_nc)
+        b_img = read_image(self.b_paths, b_index, self.opt.output_nc)
         a_params = get_params(self.opt, a_img.size, rng)
         b_params = get_params(self.opt, b_img.size, rng)
         return {
@@ -316,17 +371,17 @@ class SingleDataset(ImageDataset):
     Items: ``{"A", "A_paths"}``, with ``input_nc`` channels (A is the network input whatever the direction).
     """
 
-    def __init__(self, opt: DataOptions) -> None:
-        super().__init__(opt)
-        self.root = Path(opt.dataroot)
-        self.paths, self.sizes = self._scan(self.root, _limit(list_images(self.root), opt.max_dataset_size))
+    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
+        super().__init__(opt, scan_cache)
+        self.root, paths = open_images(opt, None)
+        self.paths, self.sizes = self._scan(self.root, _limit(paths, opt.max_dataset_size))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _load_item(self, index: int, rng: random.Random) -> dict:
         path = self.paths[index]
-        img = load_image(path, channels=self.opt.input_nc)
+        img = read_image(self.paths, index, self.opt.input_nc)
         params = get_params(self.opt, img.size, rng)
         return {"A": self._transform(img, params, self.opt.input_nc), "A_paths": path}
 
@@ -338,8 +393,13 @@ DATASET_MODES: dict[str, type[ImageDataset]] = {
 }
 
 
-def create_dataset(opt: DataOptions) -> Dataset:
-    """The dataset ``opt.dataset_mode`` names, over ``opt.dataroot``.
+def create_dataset(opt: DataOptions, scan_cache: str | Path | None = None) -> Dataset:
+    """The dataset ``opt.dataset_mode`` names, over ``opt.dataroot`` (image folders, or tar shards: a folder of
+    ``.tar`` files, one ``.tar`` or a brace pattern such as ``shards/train-{000000..000009}.tar``).
+
+    Args:
+        scan_cache: a file keeping the image-header scan of loose folders: read when it holds the same listing,
+            written otherwise, so that the other processes of a run reuse the first one's scan.
 
     Raises:
         UserError: unknown mode, missing dataroot, missing/empty folders, unreadable images (see ``skip_bad_images``).
@@ -347,9 +407,13 @@ def create_dataset(opt: DataOptions) -> Dataset:
     if opt.dataset_mode not in DATASET_MODES:
         raise UserError(f"unknown dataset_mode {opt.dataset_mode!r}; valid: {', '.join(sorted(DATASET_MODES))}")
     root = Path(opt.dataroot)
-    if not root.is_dir():
+    if not is_shard_spec(root) and not root.is_dir():
         raise UserError(f"dataroot not found: {root}")
-    return DATASET_MODES[opt.dataset_mode](opt)
+    cache = ScanCache(scan_cache) if scan_cache is not None else None
+    dataset = DATASET_MODES[opt.dataset_mode](opt, scan_cache=cache)
+    if cache is not None:
+        cache.save()
+    return dataset
 
 
 def create_dataloader(

