@@ -56,32 +56,14 @@ def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
-        except Exception as err:  # noqa: BLE001 -- re-raised unless a user's error or another process's echo
-            if isinstance(err, RuntimeError) and "UserError" in str(err):
-                message = _user_message(err)  # DataLoader re-raises a worker's exception with its type's name
-            elif _lost_a_peer(err):
-                report_user_error("lost the connection to another process of this job: it stopped (its message is "
-                                  "above, or in its machine's log)")
-                return 1
-            else:
+        except RuntimeError as err:  # DataLoader re-raises a worker's exception with the original type's name
+            if "UserError" not in str(err):
                 raise
+            message = _user_message(err)
         report_user_error(message)
         return code
 
     return wrapper
-
-
-def _lost_a_peer(err: BaseException) -> bool:
-    """Whether ``err`` is a collective that failed because another process of the job ended (gloo/NCCL)."""
-    from gan_translate.engine.distributed import announced_world_size
-
-    if announced_world_size()[0] == 1 or "torch" not in sys.modules:
-        return False
-    import torch.distributed
-
-    text = str(err)
-    return isinstance(err, getattr(torch.distributed, "DistNetworkError", ())) or any(
-        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
 
 
 def _job_key() -> str:

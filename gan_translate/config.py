@@ -65,9 +65,6 @@ class TrainOptions:
     no_dropout: bool = opt(False, "no dropout in the generator")
     upsample: str = choice("transposed", ("transposed", "resize"),
                            "generator upsampling; resize = nearest + conv, against checkerboard artifacts")
-    unet_skip: str = choice("input", ("input", "activated"),
-                            "what U-Net skips carry: a level's input, or its LeakyReLU (the reference's in-place "
-                            "activation; set for imported reference weights)")
     antialias: bool = opt(False, "antialiased resampling in ResNet generators and PatchGANs: stride-1 conv + blur-pool "
                                  "instead of stride 2, blur-upsample + conv instead of transposed convs (Zhang 2019; "
                                  "CUT's default); same parameter count")

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,7 +32,7 @@ from gan_translate.nets import build_discriminator, build_generator
 from gan_translate.nets.blur import BlurDownsample, BlurUpsample
 from tests.conftest import REPO
 from tests.test_evaluate import tiny_inception_file
-from tests.test_train import weights
+from tests.test_train import accelerate_launch, launcher_env, weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -317,7 +314,8 @@ def cut_run(mode: str, data: Path, checkpoints: Path, name: str, *extra: str) ->
             str(checkpoints), "--name", name, "--netG", "resnet_2blocks", "--ngf", "8", "--ndf", "8",
             "--nce_layers", "input,down1,down2,block1,block2", "--num_patches", "32", "--load_size", "36",
             "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--n_epochs", "1", "--n_epochs_decay",
-            "2", "--print_freq", "1", "--display_freq", "3", "--save_latest_freq", "1000", *extra]
+            "2", "--print_freq", "1", "--display_freq", "3", "--save_latest_freq", "1000",
+            "--num_cpu_threads", "1", *extra]  # tiny tensors: a second thread only adds synchronisation
 
 
 @pytest.mark.parametrize("mode", ["cut", "fastcut"])
@@ -354,7 +352,8 @@ def test_trains_tests_exports_and_resumes_exactly(mode: str, tiny_data: Path, tm
 
     translator = load_translator(tmp_path / "straight")
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8))
-    assert translator(photo).size == (45, 37)
+    assert translator(photo).size == (44, 36)  # the training scale: shorter side 36 (load_size), aspect kept
+    assert load_translator(tmp_path / "straight", preprocess="none")(photo).size == (45, 37)
     onnx_file = export_onnx(tmp_path / "straight", tmp_path / "g.onnx")
     ort = pytest.importorskip("onnxruntime")
     x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 30, 42)).astype(np.float32)
@@ -365,16 +364,23 @@ def test_trains_tests_exports_and_resumes_exactly(mode: str, tiny_data: Path, tm
 
 
 def test_two_processes_hold_identical_weights(tiny_data: Path, tmp_path: Path) -> None:
-    """`accelerate launch --multi_gpu --num_processes 2`: DDP over G, D and netF from the first step (no first pass),
-    7 images in batches of 2 per process."""
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
-    assert accelerate, "accelerate's launcher is not installed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    argv = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
-            *cut_run("cut", tiny_data, tmp_path, "ddp", "--max_dataset_size", "7", "--n_epochs_decay", "1")]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "weights identical on all 2 ranks" in proc.stdout + proc.stderr
+    """The README's `accelerate launch --multi_gpu --num_processes 2 train.py --model cut ...` as a user types it:
+    one DDP run over G, D and netF from the first step (no first pass), 7 images in batches of 2 per process."""
+    argv = accelerate_launch("--multi_gpu", "--num_processes", "2", str(REPO / "train.py"),
+                             *cut_run("cut", tiny_data, tmp_path, "ddp", "--max_dataset_size", "7",
+                                      "--n_epochs_decay", "1"))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(), timeout=600, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "weights identical on all 2 ranks" in out and out.count("done: 4 steps") == 1
     state = load_state(find_checkpoint(tmp_path / "ddp"))
     assert state["progress"] == {"step": 4, "epoch": 2, "batch_in_epoch": 0} and len(state["rng"]) == 2
+
+
+def test_bench_knows_fastcut_as_cut_in_its_mode() -> None:
+    from gan_translate.bench import BenchConfig, build_options
+
+    for name, mode in (("cut", "cut"), ("fastcut", "fastcut")):
+        options = build_options(BenchConfig(model=name, size=128))
+        assert (options.model, options.mode, options.netG, options.antialias) == ("cut", mode, "resnet_9blocks", True)
+    assert build_options(BenchConfig(model="fastcut", size=128)).lambda_NCE == 10.0

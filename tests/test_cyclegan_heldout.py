@@ -57,7 +57,6 @@ def test_cycle_l1_and_kid_fall_as_cyclegan_trains_on_unpaired_facades(tmp_path: 
         assert train_main([*common, "--name", f"s{steps}", "--max_steps", str(steps)]) == 0
         figures[steps] = heldout(tmp_path / "ckpt", tmp_path / "results", f"s{steps}", data, weights)
     early, late = figures[10], figures[200]
-    print(json.dumps({s: {d: {k: v for k, v in r.items() if k in ("rec_l1", "kid", "l1")} for d, r in f.items()} for s, f in figures.items()}))
     for direction in ("AtoB", "BtoA"):
         assert early[direction]["images"] == TEST and late[direction]["images"] == TEST
         assert late[direction]["rec_l1"] < 0.8 * early[direction]["rec_l1"], (direction, early, late)

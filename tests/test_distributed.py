@@ -125,7 +125,7 @@ def test_an_error_on_rank_1_alone_is_shown_under_the_launcher(tmp_path: Path) ->
     assert lines.count(expected) == 1, proc.stderr[-3000:]
     assert not any(line.startswith("error: cannot read image") for line in lines)
     # Rank 0, waiting for rank 1 in a collective, says why it stopped in one line too (no gloo traceback).
-    assert "error: lost the connection to another process of this job" in proc.stderr
+    assert "error: another process of this run went away" in proc.stderr
     assert "[rank0]: Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
@@ -154,18 +154,12 @@ def test_threads_chosen_by_the_user_are_told_from_the_launchers_default(monkeypa
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the threads of a CPU run")
-@pytest.mark.parametrize("launcher_args", [[], ["--num_cpu_threads_per_process", "1"]])
-def test_accelerate_launch_on_a_cpu_uses_the_cores(launcher_args: list[str], tiny_data: Path, tmp_path: Path) -> None:
-    from gan_translate.engine.distributed import usable_cores
-
-    argv = accelerate_launch(*launcher_args, str(REPO / "train.py"),
+def test_the_launchers_thread_option_is_honoured(tiny_data: Path, tmp_path: Path) -> None:
+    """accelerate's --num_cpu_threads_per_process 1 hands the trainer the same OMP_NUM_THREADS=1 as its default; the
+    trainer tells them apart (the default gets the cores: test_stop.py and test_train.py check those)."""
+    argv = accelerate_launch("--num_cpu_threads_per_process", "1", str(REPO / "train.py"),
                              *tiny_run("pix2pix", tiny_data, tmp_path, "threads", "--max_steps", "1"))
     proc = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(), timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = next(line for line in proc.stdout.splitlines() if line.startswith("training on"))
-    if launcher_args:
-        assert first == "training on cpu: 1 process, 1 torch thread (accelerate launch --num_cpu_threads_per_process 1)"
-    else:
-        cores = usable_cores()
-        assert first == (f"training on cpu: 1 process, {cores} torch thread{'s' if cores > 1 else ''} "
-                         f"({cores} cores / 1 process on this machine)")
+    assert first == "training on cpu: 1 process, 1 torch thread (accelerate launch --num_cpu_threads_per_process 1)"

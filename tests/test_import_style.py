@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from gan_translate.cli import main
-from gan_translate.inference import load_model, load_translator
+from gan_translate.inference import load_model
 from import_sources import TPFRGenerator, adain_decoder, adain_style_transfer, adain_vgg, randomize
 
 TOL = 1e-5
@@ -54,9 +54,7 @@ def test_adain_official_weights_give_the_official_outputs(adain_files, tmp_path:
     assert diff <= TOL
     # the run folder is self-contained: the encoder's weights live in it
     assert (tmp_path / "official" / "vgg_normalised.safetensors").is_file()
-    out = load_translator(tmp_path / "official")(Image.new("RGB", (35, 27), (200, 50, 10)),
-                                                 style=Image.new("RGB", (30, 30), (10, 90, 200)))
-    assert min(out.size) == 512  # the training scale (resize 512), which is also the port's test-time --content_size
+    assert "load_size: 512" in config  # the port's training resize, also its test-time --content_size
 
 
 def test_stylize_accepts_the_normalised_vgg(adain_files, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -85,11 +83,20 @@ def test_tpfr_released_layout_gives_the_authors_outputs(tmp_path: Path, capsys: 
         theirs = source.stylize_image(content, style)
         ours = model.translate({"A": content, "style": style})["stylized"]
     diff = (ours - theirs).abs().max().item()
-    print(f"tpfr: max abs difference {diff:.2e}")
     assert diff <= TOL
     capsys.readouterr()
     assert main(["train", "--name", "tpfr", "--checkpoints_dir", str(tmp_path / "ck"), "--continue_train"]) == 2
     assert "pass --discriminator 200_net_D.pth" in capsys.readouterr().err
+    # with their D (model_pred.{0,2,5,8,11}) every network is there: the run can be fine-tuned
+    from gan_translate.engine.checkpoint import load_state
+    from gan_translate.nets.tpfr_parts import ConditionalNoisyDiscriminator
+
+    disc = randomize(ConditionalNoisyDiscriminator(3, 4), seed=5).state_dict()
+    torch.save({k.replace("net.model.", "model_pred."): v for k, v in disc.items()}, tmp_path / "200_net_D.pth")
+    assert main(["import", "tpfr", str(tmp_path / "200_net_G.pth"), "--discriminator", str(tmp_path / "200_net_D.pth"),
+                 "--name", "full", "--checkpoints_dir", str(tmp_path / "ck")]) == 0
+    assert load_state(tmp_path / "ck" / "full" / "epoch_000")["imported"]["fine_tune"] is True
+    print(f"tpfr: max abs difference {diff:.2e}")
 
 
 def test_tpfr_refuses_other_layouts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -25,6 +25,7 @@ from gan_translate.errors import UserError
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 # Set for each process by launchers that start several processes per machine; MPI launchers set their own names.
 LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
+_LAUNCHER_VARIABLES = ("ACCELERATE_DYNAMO_BACKEND", "TORCHELASTIC_RUN_ID")  # accelerate launch, torchrun set them
 LOCAL_SIZE_VARIABLES = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
 
 
@@ -72,7 +73,13 @@ def _has_accelerator() -> bool:
 
 
 def _started_by_a_launcher() -> bool:
+    """Whether a launcher that starts several processes per machine (or MPI) started this one."""
     return _int_from_env(LOCAL_RANK_VARIABLES) is not None
+
+
+def started_by_a_launcher() -> bool:
+    """Whether ``accelerate launch`` (also with one process) or torchrun started this process."""
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES) or _started_by_a_launcher()
 
 
 def make_accelerator(**kwargs: Any) -> Accelerator:
@@ -105,8 +112,6 @@ def make_accelerator(**kwargs: Any) -> Accelerator:
 # defaults to the launcher's own OMP_NUM_THREADS, else to 1 (and to cores / processes with --cpu only); torchrun sets 1
 # when it starts several processes. That 1 is no one's choice, and on a CPU it runs the whole training on one core. The
 # launcher's own command line and environment (its /proc entries: it is our parent) tell a chosen value from it.
-
-_LAUNCHER_VARIABLES = ("ACCELERATE_DYNAMO_BACKEND", "TORCHELASTIC_RUN_ID")  # set for the processes they start
 
 
 def usable_cores() -> int:
@@ -148,7 +153,7 @@ def chosen_omp_threads() -> tuple[int, str] | None:
     if not value.isdigit() or int(value) < 1:
         return None
     threads = int(value)
-    if not any(name in os.environ for name in _LAUNCHER_VARIABLES):
+    if not started_by_a_launcher():
         return threads, f"OMP_NUM_THREADS={threads}"
     launch = _parent_launch()
     if launch is None:  # cannot look at the launcher: trust the value

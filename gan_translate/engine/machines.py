@@ -33,7 +33,7 @@ SHARED_CHECK_FILE = ".shared-folder-check"
 # What gloo and the c10d store say when a peer's sockets were closed or reset (a process or machine died).
 _PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
               "recvValue failed", "connection closed")
-_TIMED_OUT = ("Timed out", "timed out", "Timeout", "DEADLINE_EXCEEDED")
+_TIMED_OUT = ("Timed out", "timed out", "Timeout", "DEADLINE_EXCEEDED", "timeout caused pair closure")
 
 
 class LostMachine(UserError):

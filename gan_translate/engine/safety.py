@@ -1,5 +1,12 @@
 """Keeping a long run alive: skipping non-finite steps, and stopping cleanly on SIGINT/SIGTERM.
 
+However a run is stopped -- SIGTERM to the launcher (``kill PID``), to the whole process group (``timeout``, cluster
+schedulers, ``docker stop``) or SIGINT to it (Ctrl-C) -- the trainer finishes the step it is in, saves a checkpoint,
+prints one line and exits; ``--continue_train`` resumes from there. DataLoader workers ignore these signals (the trainer
+shuts them down), and under ``accelerate launch`` the trainer also stops when the launcher dies. When the workers died
+anyway (the OOM killer, a SIGKILL), the step in progress cannot complete: the last good checkpoint is kept and the
+message says which.
+
 ``StepGuard`` stands between a model and its optimizers. A model calls ``ctx.backward(loss)`` and
 ``optimizer.step()`` as usual; when a loss is NaN or Inf on any rank (the ranks agree through one all-reduce, so
 DDP's collectives stay matched), its backward is not run and every optimizer step of that training step is skipped,
@@ -9,8 +16,12 @@ stops with a message naming the loss term and the step; the last good checkpoint
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 import signal
+import sys
+import time
 from typing import Any, Callable
 
 import torch
@@ -77,24 +88,36 @@ class StepGuard:
         return f"step {step}: loss {term} is {value}, step skipped ({self.consecutive_bad} in a row)"
 
 
+class TrainingInterrupted(UserError):
+    """The run stopped without a checkpoint at the step it reached; the message names the checkpoint that is kept."""
+
+
 class GracefulStop:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps (then it saves and exits cleanly).
 
-    A second signal while stopping restores the default handler's behaviour (KeyboardInterrupt / termination).
+    One stop request often arrives twice within milliseconds: Ctrl-C or a scheduler signals the whole process group,
+    and the launcher (torch elastic, also behind ``accelerate launch --multi_gpu``) passes the signal it got on to its
+    workers. A repeat within ``echo_window`` seconds is that echo and is ignored; a later one means "stop now": the
+    default behaviour is restored and the signal re-raised (KeyboardInterrupt / termination).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, echo_window: float = 2.0) -> None:
         self.requested: str | None = None
+        self.echo_window = echo_window
+        self._requested_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # asked twice: stop now
-            self.restore()
+        if self.requested:
+            if time.monotonic() - self._requested_at < self.echo_window:
+                return
+            self.restore()  # asked again: stop now
             signal.raise_signal(signum)
             return
         self.requested = signal.Signals(signum).name
+        self._requested_at = time.monotonic()
 
     def install(self) -> "GracefulStop":
         try:
@@ -108,3 +131,43 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers leave SIGINT/SIGTERM to the trainer.
+
+    Ctrl-C, ``timeout`` and schedulers signal the whole process group. A worker that died of it would make the trainer
+    fail mid-step (``DataLoader worker (pid N) is killed by signal``) before it could save; ignoring the signal, it
+    keeps serving batches until the trainer has reached a step boundary and shuts it down. A worker still ends with the
+    trainer: it checks that its parent lives and exits when it does not.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def stop_when_the_launcher_dies() -> None:
+    """Asks Linux to send this process SIGTERM when the process that started it ends (``prctl(PR_SET_PDEATHSIG)``).
+
+    ``accelerate launch train.py`` dies at once on SIGTERM (``kill PID``) without passing it on, which would leave
+    the training running, orphaned. Only used under a launcher: a run started from a shell (``nohup python train.py
+    &``) must survive the shell.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher ended before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def is_worker_failure(err: BaseException) -> bool:
+    """Whether ``err`` is torch's report of a DataLoader worker that died (killed, or exited unexpectedly)."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and "DataLoader worker" in text and (
+        "killed by signal" in text or "exited unexpectedly" in text)

@@ -32,7 +32,7 @@ from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
-from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator
+from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator, started_by_a_launcher
 from gan_translate.engine.machines import (
     LostMachine,
     check_shared_run_folder,
@@ -42,7 +42,8 @@ from gan_translate.engine.machines import (
     rank0_outcome,
 )
 from gan_translate.engine.run_lock import RunLock
-from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuard
+from gan_translate.engine.safety import (GracefulStop, GuardedOptimizer, StepGuard, TrainingInterrupted,
+                                        ignore_stop_signals, is_worker_failure, stop_when_the_launcher_dies)
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.errors import UserError
 from gan_translate.models import StepContext, TranslationModel, create_model
@@ -142,7 +143,7 @@ class Trainer:
             kwargs_handlers=process_group_kwargs(options.ddp_timeout),
         )
         acc = self.accelerator
-        acc.print(self._describe_processes())
+        acc.print(self._set_cpu_threads())
         self.distributed = acc.num_processes > 1
         set_seed(options.seed)  # the same initial weights on every rank
         with acc.main_process_first():  # the first process makes the built-in data, the others then read it
@@ -186,6 +187,8 @@ class Trainer:
         if options.continue_train:
             self._resume()
 
+        if options.num_threads > 0:
+            loader.worker_init_fn = ignore_stop_signals  # a stop signal is the trainer's to handle (safety.py)
         names = list(self.model.nets.keys())
         opt_names = list(self.model.optimizers.keys())
         prepared = acc.prepare(*[self.model.nets[n] for n in names],
@@ -196,9 +199,11 @@ class Trainer:
         for name, optim in zip(opt_names, prepared[len(names): len(names) + len(opt_names)]):
             self.model.optimizers[name] = GuardedOptimizer(optim, self.guard)
         self.loader = prepared[-1]
+        self._epoch_loader: Any = None  # this epoch's loader (another one when a resumed epoch skips its first batches)
 
-    def _describe_processes(self) -> str:
-        """Sets the torch threads on a CPU (see distributed.choose_cpu_threads); says where and how the run trains."""
+    def _set_cpu_threads(self) -> str:
+        """Sets the torch threads on a CPU (see distributed.choose_cpu_threads); returns the line that says where and
+        how the run trains."""
         acc = self.accelerator
         n = acc.num_processes
         where = f"training on {acc.device.type}: {n} process{'es' if n > 1 else ''}"
@@ -311,7 +316,9 @@ class Trainer:
         return {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.model.optimizers.items()}
 
     # ---- the loop
-    def fit(self) -> Path:
+    def fit(self, signal_stop: GracefulStop | None = None) -> Path:
+        """Trains to the end, or to the step boundary after a stop signal (``signal_stop``: installed by ``train``
+        before the trainer was built, so that a signal during the set-up is not lost; else installed here)."""
         opt, acc, model, progress = self.opt, self.accelerator, self.model, self.progress
         steps_per_epoch = len(self.loader)
         if steps_per_epoch == 0:
@@ -329,63 +336,109 @@ class Trainer:
         bar = tqdm(total=total, initial=progress.step, disable=not acc.is_local_main_process, dynamic_ncols=True,
                    desc=opt.name)
         model.train()
-        epoch_losses: list[float] = []
-        stopped = progress.step >= total
-        signal_stop = GracefulStop().install()
-        interrupted = None
+        signal_stop = signal_stop or GracefulStop().install()
         try:
-            while not stopped and progress.epoch < opt.total_epochs:
-                self.loader.set_epoch(progress.epoch)
-                batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
-                           if progress.batch_in_epoch else self.loader)
-                for batch in batches:
-                    self.guard.begin_step()
-                    ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
-                    logs = model.training_step(batch, ctx)
-                    progress.step += 1
-                    progress.batch_in_epoch += 1
-                    warning = self.guard.end_step(logs, progress.step)
-                    if warning:
-                        if acc.is_local_main_process:
-                            bar.write(warning)
-                        acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
-                    else:
-                        epoch_losses.append(sum(logs.values()))
-                    bar.update(1)
-                    if progress.step % opt.print_freq == 0 or progress.step == 1:
-                        bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
-                                            " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
-                        acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
-                                 "epoch": progress.epoch + 1}, step=progress.step)
-                    good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
-                    if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
-                        self._log_images(tracker)
-                    if good and progress.step % opt.save_latest_freq == 0:
-                        self.save(f"step_{progress.step:08d}")
-                    if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
-                        self._validate()
-                    interrupted = self._stop_requested(signal_stop)
-                    if progress.step >= total or interrupted:
-                        stopped = True
-                        break
-                if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
-                    self._end_epoch(epoch_losses)
-                    epoch_losses = []
-        finally:  # an error ends the bar's line, so that its message starts a line of its own
+            interrupted = self._loop(total, steps_per_epoch, tracker, bar, signal_stop)
+            self._shut_down_workers()  # from here on, a worker's death cannot interrupt the save
             bar.close()
+            if tracker is not None and not self.guard.bad:
+                self._log_images(tracker)
+            self.save(f"step_{progress.step:08d}")
+        except RuntimeError as err:
+            if not is_worker_failure(err):
+                raise
+            bar.close()
+            raise self._workers_lost(err, signal_stop.requested) from None
+        finally:
+            bar.close()  # an error ends the bar's line, so that its message starts a line of its own
             signal_stop.restore()
-        if tracker is not None and not self.guard.bad:
-            self._log_images(tracker)
-        self.save(f"step_{progress.step:08d}")
+            self._shut_down_workers()  # also when the run fails: no worker may outlive it
         self.check_ranks_in_sync()
         self._release_distributed_wrappers()
         acc.end_training()
         if interrupted:
-            acc.print(f"stopped by {interrupted} at step {progress.step}; checkpoint saved in {self.run_dir}, "
-                      "resume with --continue_train")
+            acc.print(f"stopped by {interrupted} at step {progress.step}; checkpoint "
+                      f"{self.run_dir / f'step_{progress.step:08d}'} saved, resume with --continue_train")
         else:
             acc.print(f"done: {progress.step} steps, checkpoints in {self.run_dir}")
         return self.run_dir
+
+    def _loop(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm, signal_stop: GracefulStop) -> str | None:
+        """Trains until ``total`` steps or a stop signal; returns the signal's name, or None."""
+        opt, acc, model, progress = self.opt, self.accelerator, self.model, self.progress
+        epoch_losses: list[float] = []
+        interrupted = self._stop_requested(signal_stop)  # a signal during the set-up: stop before the first step
+        stopped = progress.step >= total or bool(interrupted)
+        while not stopped and progress.epoch < opt.total_epochs:
+            self.loader.set_epoch(progress.epoch)
+            batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
+                       if progress.batch_in_epoch else self.loader)
+            self._epoch_loader = batches
+            for batch in batches:
+                self.guard.begin_step()
+                ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
+                logs = model.training_step(batch, ctx)
+                progress.step += 1
+                progress.batch_in_epoch += 1
+                warning = self.guard.end_step(logs, progress.step)
+                if warning:
+                    if acc.is_local_main_process:
+                        bar.write(warning)
+                    acc.log({"skipped_steps": self.guard.skipped_total}, step=progress.step)
+                else:
+                    epoch_losses.append(sum(logs.values()))
+                bar.update(1)
+                if progress.step % opt.print_freq == 0 or progress.step == 1:
+                    bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
+                                        " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
+                    acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
+                             "epoch": progress.epoch + 1}, step=progress.step)
+                good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
+                if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
+                    self._log_images(tracker)
+                if good and progress.step % opt.save_latest_freq == 0:
+                    self.save(f"step_{progress.step:08d}")
+                if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
+                    self._validate()
+                interrupted = self._stop_requested(signal_stop)
+                if progress.step >= total or interrupted:
+                    stopped = True
+                    break
+            if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
+                self._end_epoch(epoch_losses)
+                epoch_losses = []
+        return interrupted
+
+    # ---- stopping
+    def _shut_down_workers(self) -> None:
+        """Ends the DataLoader workers now rather than at exit (torch's own shutdown; the loaders keep them alive
+        between epochs). It also stops torch watching them, so a worker that dies later raises nothing here."""
+        for loader in {id(x): x for x in (self.loader, self._epoch_loader) if x is not None}.values():
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is None or not hasattr(iterator, "_shutdown_workers"):
+                continue
+            iterator._shutdown_workers()
+            loader._iterator = None
+            for worker in getattr(iterator, "_workers", []):
+                # torch's last resort for a worker that does not exit is SIGTERM, which ours ignore (safety.py);
+                # one left alive would then hang the interpreter's exit, which joins it.
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join(timeout=5)
+
+    def _workers_lost(self, err: RuntimeError, signal_name: str | None) -> TrainingInterrupted:
+        """The message for a run whose data-loading workers died: the step in progress cannot be completed, so the
+        last checkpoint written stays the one to resume from."""
+        detail = str(err).strip().splitlines()[0].rstrip(". ")
+        try:
+            kept = f"the last good checkpoint {find_checkpoint(self.run_dir, 'latest')} is kept"
+        except UserError:
+            kept = "no checkpoint was written yet"
+        step = self.progress.step
+        if signal_name:
+            return TrainingInterrupted(f"stopped by {signal_name} at step {step}; the data-loading workers had already "
+                                       f"stopped ({detail}), so {kept}; resume with --continue_train")
+        return TrainingInterrupted(f"stopped at step {step}: {detail}; {kept}; resume with --continue_train")
 
     def _end_epoch(self, losses: list[float]) -> None:
         progress = self.progress
@@ -448,11 +501,14 @@ def train(options: TrainOptions) -> Path:
         options.name = default_run_name(options)
     if math.isinf(options.lr) or math.isnan(options.lr):
         raise UserError(f"option --lr: {options.lr} is not a finite number")
+    if started_by_a_launcher():
+        stop_when_the_launcher_dies()
     threads = torch.get_num_threads()  # the trainer sets its own on a CPU; a caller in this process keeps its own
+    signal_stop = GracefulStop().install()
     trainer = None
     try:
         trainer = Trainer(options)
-        return trainer.fit()
+        return trainer.fit(signal_stop)
     except Exception as err:
         lost = lost_machine_message(err, options.ddp_timeout)
         if lost is None:
@@ -467,4 +523,5 @@ def train(options: TrainOptions) -> Path:
     finally:
         if trainer is not None:
             trainer.run_lock.release()
+        signal_stop.restore()
         torch.set_num_threads(threads)

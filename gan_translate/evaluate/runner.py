@@ -289,7 +289,8 @@ def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, mod
     scale = test_scale(saved, test)
     report = {
         "name": test.name, "model": saved.model, "checkpoint": str(ckpt), "epoch": test.epoch, "phase": test.phase,
-        "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval, "scale": scale.description, **scale.as_options(),
+        "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval,
+        "scale": scale.description, **scale.as_options(),
         "results": {r.label: r.summary for r in results},
         "definitions": {k: v for k, v in DEFINITIONS.items()
                         if k in metrics or (k == "rec_l1" and any("rec_l1" in r.summary for r in results))},

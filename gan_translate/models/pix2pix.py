@@ -39,7 +39,7 @@ class Pix2PixModel(TranslationModel):
         init = dict(init_type=o.init_type, init_gain=o.init_gain)
         self.nets["G"] = build_generator(o.netG, o.input_nc, o.output_nc, ngf=o.ngf, norm=o.norm,
                                          use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
-                                         unet_skip=o.unet_skip, **init)
+                                         **init)
         if training:
             self.nets["D"] = build_discriminator(o.netD, o.input_nc + o.output_nc, ndf=o.ndf,
                                                  n_layers_D=o.n_layers_D, norm=o.norm, antialias=o.antialias, **init)

