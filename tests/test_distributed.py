@@ -125,7 +125,7 @@ def test_an_error_on_rank_1_alone_is_shown_under_the_launcher(tmp_path: Path) ->
     assert lines.count(expected) == 1, proc.stderr[-3000:]
     assert not any(line.startswith("error: cannot read image") for line in lines)
     # Rank 0, waiting for rank 1 in a collective, says why it stopped in one line too (no gloo traceback).
-    assert "error: another process of this run went away" in proc.stderr
+    assert "error: lost the connection to another process of this job: it went away" in proc.stderr
     assert "[rank0]: Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
