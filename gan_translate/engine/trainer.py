@@ -283,7 +283,9 @@ class Trainer:
 
         # Rank 0's outcome goes to every rank (in place of a barrier): a failed write (disk full) stops them all now,
         # with its reason, instead of leaving the others to train on without checkpoints or to time out.
-        def failure(err: BaseException) -> str:
+        def failure(err: BaseException) -> str | None:
+            if is_worker_failure(err):  # a loader worker died while rank 0 wrote: the stop path names the last good one
+                return None
             what = str(err) if isinstance(err, UserError) else \
                 f"cannot write checkpoint {tag} in {self.run_dir}: {describe_write_failure(err)}"
             return f"{what}; the checkpoint before it is kept (free space, then resume with --continue_train)"
@@ -344,8 +346,10 @@ class Trainer:
             if tracker is not None and not self.guard.bad:
                 self._log_images(tracker)
             self.save(f"step_{progress.step:08d}")
-        except RuntimeError as err:
-            if not is_worker_failure(err):
+        except (RuntimeError, ConnectionError, EOFError) as err:
+            # A worker killed while it handed a batch over breaks that hand-over (the socket that passes shared
+            # memory) instead of raising torch's own report; both mean the same thing.
+            if not (is_worker_failure(err) or self._a_worker_died()):
                 raise
             bar.close()
             raise self._workers_lost(err, signal_stop.requested) from None
@@ -426,10 +430,18 @@ class Trainer:
                     worker.kill()
                     worker.join(timeout=5)
 
-    def _workers_lost(self, err: RuntimeError, signal_name: str | None) -> TrainingInterrupted:
+    def _a_worker_died(self) -> bool:
+        """Whether a DataLoader worker of this run has ended while torch still watches it."""
+        return any(not worker.is_alive()
+                   for loader in (self.loader, self._epoch_loader) if loader is not None
+                   for worker in getattr(getattr(loader, "_iterator", None), "_workers", []))
+
+    def _workers_lost(self, err: BaseException, signal_name: str | None) -> TrainingInterrupted:
         """The message for a run whose data-loading workers died: the step in progress cannot be completed, so the
         last checkpoint written stays the one to resume from."""
         detail = str(err).strip().splitlines()[0].rstrip(". ")
+        if not is_worker_failure(err):
+            detail = f"a DataLoader worker died while handing over a batch ({detail})"
         try:
             kept = f"the last good checkpoint {find_checkpoint(self.run_dir, 'latest')} is kept"
         except UserError:
