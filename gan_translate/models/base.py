@@ -23,6 +23,7 @@ from torch import nn
 from gan_translate.config import TrainOptions
 from gan_translate.errors import UserError
 from gan_translate.losses import GANLoss, gradient_penalty
+from gan_translate.nets import build_discriminator, build_generator
 
 MODELS: dict[str, type["TranslationModel"]] = {}
 
@@ -113,6 +114,19 @@ class TranslationModel(nn.Module, ABC):
         too (rec_A, rec_B); other models ignore it."""
 
     # ---- helpers for subclasses
+    def build_netG(self, input_nc: int, output_nc: int) -> nn.Module:
+        """The generator the shared options describe (--netG, --ngf, --norm, dropout, --upsample, --antialias, init)."""
+        o = self.opt
+        return build_generator(o.netG, input_nc, output_nc, ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout,
+                               upsample=o.upsample, antialias=o.antialias, init_type=o.init_type,
+                               init_gain=o.init_gain)
+
+    def build_netD(self, input_nc: int) -> nn.Module:
+        """The discriminator the shared options describe (--netD, --ndf, --n_layers_D, --norm, --antialias, init)."""
+        o = self.opt
+        return build_discriminator(o.netD, input_nc, ndf=o.ndf, n_layers_D=o.n_layers_D, norm=o.norm,
+                                   antialias=o.antialias, init_type=o.init_type, init_gain=o.init_gain)
+
     def adam(self, *module_names: str, lr: float | None = None) -> torch.optim.Adam:
         """Adam over the named networks with the reference's betas (beta1, 0.999)."""
         params = [p for name in module_names for p in self.nets[name].parameters()]

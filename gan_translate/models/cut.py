@@ -34,7 +34,7 @@ from gan_translate.config import TrainOptions, choice, opt
 from gan_translate.errors import UserError
 from gan_translate.losses import PatchNCELoss
 from gan_translate.models.base import StepContext, TranslationModel, register_model
-from gan_translate.nets import bare, build_discriminator, build_generator, init_weights, set_requires_grad
+from gan_translate.nets import bare, init_weights, set_requires_grad
 
 __all__ = ["CUTOptions", "CUTModel", "PatchSampleMLP", "FASTCUT", "available_taps"]
 
@@ -139,14 +139,10 @@ class CUTModel(TranslationModel):
     def __init__(self, options: CUTOptions, *, training: bool = True) -> None:
         super().__init__(options, training=training)
         o = options
-        init = dict(init_type=o.init_type, init_gain=o.init_gain)
-        self.nets["G"] = build_generator(o.netG, o.input_nc, o.output_nc, ngf=o.ngf, norm=o.norm,
-                                         use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
-                                         **init)
+        self.nets["G"] = self.build_netG(o.input_nc, o.output_nc)
         self.taps = o.taps
         if training:
-            self.nets["D"] = build_discriminator(o.netD, o.output_nc, ndf=o.ndf, n_layers_D=o.n_layers_D,
-                                                 norm=o.norm, antialias=o.antialias, **init)
+            self.nets["D"] = self.build_netD(o.output_nc)
             channels = [self.nets["G"].tap_channels[t] for t in self.taps]
             # The authors initialise netF with the run's init after building it lazily; here it is built at once.
             self.nets["F"] = init_weights(PatchSampleMLP(channels, o.netF_nc), o.init_type, o.init_gain)

@@ -18,7 +18,7 @@ from gan_translate.config import TrainOptions, opt
 from gan_translate.models.image_pool import ImagePool
 from gan_translate.errors import UserError
 from gan_translate.models.base import StepContext, TranslationModel, register_model
-from gan_translate.nets import bare, build_discriminator, build_generator, set_requires_grad
+from gan_translate.nets import bare, set_requires_grad
 
 
 @dataclass
@@ -47,15 +47,11 @@ class CycleGANModel(TranslationModel):
     def __init__(self, options: CycleGANOptions, *, training: bool = True) -> None:
         super().__init__(options, training=training)
         o = options
-        init = dict(init_type=o.init_type, init_gain=o.init_gain)
-        gen = dict(ngf=o.ngf, norm=o.norm, use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
-                   **init)
-        self.nets["G_A"] = build_generator(o.netG, o.input_nc, o.output_nc, **gen)
-        self.nets["G_B"] = build_generator(o.netG, o.output_nc, o.input_nc, **gen)
+        self.nets["G_A"] = self.build_netG(o.input_nc, o.output_nc)
+        self.nets["G_B"] = self.build_netG(o.output_nc, o.input_nc)
         if training:
-            disc = dict(ndf=o.ndf, n_layers_D=o.n_layers_D, norm=o.norm, antialias=o.antialias, **init)
-            self.nets["D_A"] = build_discriminator(o.netD, o.output_nc, **disc)
-            self.nets["D_B"] = build_discriminator(o.netD, o.input_nc, **disc)
+            self.nets["D_A"] = self.build_netD(o.output_nc)
+            self.nets["D_B"] = self.build_netD(o.input_nc)
             self.optimizers = {"G": self.adam("G_A", "G_B"), "D": self.adam("D_A", "D_B")}
             # The pools draw from their own generators so that a resumed run replays the same choices.
             self.fake_a_pool = ImagePool(o.pool_size, torch.Generator().manual_seed(o.seed * 2 + 1))

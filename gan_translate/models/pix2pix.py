@@ -15,7 +15,7 @@ from torch import nn
 
 from gan_translate.config import TrainOptions, opt
 from gan_translate.models.base import StepContext, TranslationModel, register_model
-from gan_translate.nets import bare, build_discriminator, build_generator, set_requires_grad
+from gan_translate.nets import bare, set_requires_grad
 
 
 @dataclass
@@ -36,13 +36,9 @@ class Pix2PixModel(TranslationModel):
     def __init__(self, options: Pix2PixOptions, *, training: bool = True) -> None:
         super().__init__(options, training=training)
         o = options
-        init = dict(init_type=o.init_type, init_gain=o.init_gain)
-        self.nets["G"] = build_generator(o.netG, o.input_nc, o.output_nc, ngf=o.ngf, norm=o.norm,
-                                         use_dropout=not o.no_dropout, upsample=o.upsample, antialias=o.antialias,
-                                         **init)
+        self.nets["G"] = self.build_netG(o.input_nc, o.output_nc)
         if training:
-            self.nets["D"] = build_discriminator(o.netD, o.input_nc + o.output_nc, ndf=o.ndf,
-                                                 n_layers_D=o.n_layers_D, norm=o.norm, antialias=o.antialias, **init)
+            self.nets["D"] = self.build_netD(o.input_nc + o.output_nc)  # conditional: D sees A beside B
             self.optimizers = {"G": self.adam("G"), "D": self.adam("D")}
         self.l1 = nn.L1Loss()
         self._last: dict[str, torch.Tensor] = {}
