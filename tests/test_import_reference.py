@@ -120,7 +120,7 @@ def test_run_folder_imports_all_four_and_fine_tunes(tiny_data: Path, tmp_path: P
     # Fine-tuning as the README writes it: fresh optimizers, two steps, a checkpoint.
     cmd = [sys.executable, "train.py", "--name", "myrun", "--checkpoints_dir", str(ck), "--continue_train",
            "--dataroot", str(tiny_data / "unaligned"), "--max_steps", "2", "--batch_size", "1", "--num_threads", "0"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fine-tuning the weights imported from" in done.stdout + done.stderr
     assert "fresh optimizers" in done.stdout + done.stderr
