@@ -4,7 +4,6 @@ spec, random weights, torch.save as the reference does) import into runs that gi
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
