@@ -72,3 +72,31 @@ def test_unet_keeps_its_parameters_outputs_and_gradients(dropout):
     torch.testing.assert_close(y_gemm, y_ref, rtol=1e-4, atol=1e-5)
     for g, w in zip(g_gemm, g_ref):
         torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_autocast_bf16_computes_as_the_builtin_layer(transposed, input_dtype):
+    """Under ``--mixed_precision bf16`` (CPU autocast around the forward pass only, as Accelerate does) the GEMM
+    route gives the built-in layer's dtype and values, and the fp32 weights get fp32 gradients. The input is fp32
+    for a first layer and bf16 after an autocast layer."""
+    torch.manual_seed(0)
+    if transposed:
+        ref, gemm = nn.ConvTranspose2d(16, 8, 4, 2, 1), SmallMapConvTranspose2d(16, 8, 4, 2, 1)
+    else:
+        ref, gemm = nn.Conv2d(16, 8, 4, 2, 1), SmallMapConv2d(16, 8, 4, 2, 1)
+    gemm.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 16, 4, 4).to(input_dtype)
+    results = []
+    for layer in (gemm, ref):
+        leaf = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(leaf)
+        weights = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+        results.append([y, *torch.autograd.grad((y.float() * weights).sum(), [leaf, *layer.parameters()])])
+    got, want = results
+    assert type(got[0].grad_fn).__name__.startswith("_Unfolded")
+    assert got[0].dtype == want[0].dtype == torch.bfloat16
+    assert [g.dtype for g in got[1:]] == [w.dtype for w in want[1:]] == [input_dtype] + [torch.float32] * 2
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=3e-2)

@@ -110,6 +110,22 @@ class _UnfoldedConvTranspose(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
+def _apply(function: type[torch.autograd.Function], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+           *geometry) -> torch.Tensor:
+    """Runs ``function`` as the built-in layer would run under autocast (``--mixed_precision bf16``): input, weight and
+    bias cast to the autocast dtype, the products in that dtype. The Function itself runs with autocast off, so its
+    forward and backward see one dtype; the casts are ordinary autograd ops, so the fp32 weights get their
+    gradients."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return function.apply(x, weight, bias, *geometry)
+    dtype = torch.get_autocast_dtype(device)
+    x, weight = x.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    with torch.autocast(device, enabled=False):
+        return function.apply(x, weight, bias, *geometry)
+
+
 def _gemm_route(layer: nn.Module, x: torch.Tensor) -> bool:
     """Whether the GEMM route covers this call: a plain layer (no groups or dilation, zero padding given as numbers)
     on a batch of maps, outside tracing and ONNX export (which should see the built-in convolution)."""
@@ -132,7 +148,7 @@ class SmallMapConv2d(nn.Conv2d):
         out_w = (x.shape[3] + 2 * self.padding[1] - kw) // self.stride[1] + 1
         if out_h * out_w > self.max_positions:
             return super().forward(x)
-        return _UnfoldedConv.apply(x, self.weight, self.bias, self.stride, self.padding)
+        return _apply(_UnfoldedConv, x, self.weight, self.bias, self.stride, self.padding)
 
 
 class SmallMapConvTranspose2d(nn.ConvTranspose2d):
@@ -146,7 +162,7 @@ class SmallMapConvTranspose2d(nn.ConvTranspose2d):
             return super().forward(x, output_size)
         out_size = tuple((x.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i] + self.kernel_size[i]
                          + self.output_padding[i] for i in range(2))
-        return _UnfoldedConvTranspose.apply(x, self.weight, self.bias, self.stride, self.padding, out_size)
+        return _apply(_UnfoldedConvTranspose, x, self.weight, self.bias, self.stride, self.padding, out_size)
 
 
 def use_small_map_convs(net: nn.Module) -> nn.Module:
