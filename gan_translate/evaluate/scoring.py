@@ -123,8 +123,10 @@ class _Scorer:
     """Accumulates one job's rows, scores and features."""
 
     def __init__(self, model: Any, job: Job, *, metrics: set[str], device: torch.device,
-                 extractor: InceptionFeatures | None, image_dir: Path | None, reconstruct: bool = True) -> None:
+                 extractor: InceptionFeatures | None, image_dir: Path | None, reconstruct: bool = True,
+                 precision: torch.dtype | None = None) -> None:
         self.model, self.job, self.metrics, self.device = model, job, metrics, device
+        self.precision = precision
         self.extractor, self.image_dir = extractor, image_dir
         self.reconstruct = reconstruct
         self.writer = _Writer()
@@ -157,7 +159,8 @@ class _Scorer:
         if "style" in batch[0][1]:
             request["style"] = torch.stack([s["style"] for _, s in batch]).to(self.device)
             request["style_paths"] = [s["style_path"] for _, s in batch]
-        outputs = self.model.translate(request)
+        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
+            outputs = self.model.translate(request)
         chosen = job.preferred if job.preferred in outputs else next(iter(outputs))
         out = outputs[chosen].detach().float()
         # A model may give more than one image per input (MIXGAN: the mixture and G_c's reconstruction): the first is
@@ -251,7 +254,8 @@ class _Scorer:
 
 def run_job(model: Any, job: Job, *, metrics: set[str], batch_size: int, device: torch.device,
             extractor: InceptionFeatures | None = None, image_dir: Path | None = None, num_workers: int = 0,
-            progress: Callable[[int], None] | None = None, reconstruct: bool = True) -> JobResult:
+            progress: Callable[[int], None] | None = None, reconstruct: bool = True,
+            precision: torch.dtype | None = None) -> JobResult:
     """Translates every sample of ``job``, batching samples of equal size, and scores the results.
 
     Args:
@@ -261,10 +265,11 @@ def run_job(model: Any, job: Job, *, metrics: set[str], batch_size: int, device:
         image_dir: where PNGs go (None: nothing is written, as during validation).
         progress: called with 1 per sample (a tqdm bar's update).
         reconstruct: ask the model for its reconstructions (CycleGAN's rec_A/rec_B), saved and scored as rec_l1.
+        precision: translate under autocast in this dtype (bf16, fp16); None = the networks' own fp32.
     """
     result = JobResult(job.label, notes=list(job.notes))
     scorer = _Scorer(model, job, metrics=metrics, device=device, extractor=extractor, image_dir=image_dir,
-                     reconstruct=reconstruct)
+                     reconstruct=reconstruct, precision=precision)
     start = time.perf_counter()
     if num_workers:
         loader: Any = DataLoader(job.source, batch_size=None, shuffle=False, num_workers=num_workers,
