@@ -39,7 +39,7 @@ def test_a_second_training_on_a_run_folder_stops_and_names_the_first(tmp_path: P
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from gan_translate.engine.run_lock import RunLock\n"
         f"RunLock(Path({str(tmp_path / 'run')!r})).acquire(); print('locked', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=rf"run folder .*run is being written by pid {holder.pid} on "

@@ -44,7 +44,13 @@ sources:
 
 
 class ImportParser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit code 2) instead of printing the usage."""
+    """argparse that raises UserError (one line, exit code 2) instead of printing the usage. Every import writes a
+    run folder, so the options naming it (``--name``, ``--checkpoints_dir``) are added here for all sources."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
+        self.add_argument("--checkpoints_dir", default="checkpoints")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message}")

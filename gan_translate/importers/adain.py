@@ -47,8 +47,6 @@ def _parser():
                      description="Import a pytorch-AdaIN decoder and its normalised VGG-19.")
     p.add_argument("--decoder", required=True, help="decoder.pth, iter_N.pth or decoder_iter_N.pth.tar")
     p.add_argument("--vgg", default="", help="vgg_normalised.pth (default: looked for beside the decoder)")
-    p.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
-    p.add_argument("--checkpoints_dir", default="checkpoints")
     return p
 
 

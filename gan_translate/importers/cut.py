@@ -43,12 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     p = ImportParser(prog="python -m gan_translate import cut",
                      description="Import CUT/FastCUT weights: a generator (.pth) or a run folder.")
     p.add_argument("path", help="latest_net_G.pth or a CUT run folder (checkpoints/NAME)")
-    p.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
     p.add_argument("--epoch", default="latest", help="which {epoch}_net_*.pth of a run folder (default: latest)")
     p.add_argument("--mode", default="", choices=("", "cut", "fastcut"), help="default: train_opt.txt, else cut")
     p.add_argument("--load_size", type=int, default=0, help="training scale (default: train_opt.txt, else 286)")
     p.add_argument("--crop_size", type=int, default=0, help="training crop (default: train_opt.txt, else 256)")
-    p.add_argument("--checkpoints_dir", default="checkpoints")
     return p
 
 

@@ -169,7 +169,6 @@ def _parser() -> argparse.ArgumentParser:
     p = ImportParser(prog="python -m gan_translate import reference",
                      description="Import pix2pix/CycleGAN reference weights: one generator (.pth) or a run folder.")
     p.add_argument("path", help="a generator file (latest_net_G.pth) or a reference run folder (checkpoints/NAME)")
-    p.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
     p.add_argument("--model", default="", choices=("", "cyclegan", "pix2pix", "cycle_gan", "test"),
                    help="the family of a single generator (its defaults); a run folder says it itself")
     p.add_argument("--epoch", default="latest", help="which {epoch}_net_*.pth of a run folder (default: latest)")
@@ -180,7 +179,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", default="", help="data recorded in the run (for test.py and fine-tuning)")
     p.add_argument("--load_size", type=int, default=0, help="training scale (default: train_opt.txt, else 286)")
     p.add_argument("--crop_size", type=int, default=0, help="training crop (default: train_opt.txt, else 256)")
-    p.add_argument("--checkpoints_dir", default="checkpoints")
     return p
 
 

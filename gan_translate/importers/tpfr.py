@@ -90,9 +90,7 @@ def _parser():
                      description="Import TPFR's generator (and discriminator) of nnaisense/conditional-style-transfer.")
     p.add_argument("generator", help="200_net_G.pth")
     p.add_argument("--discriminator", default="", help="200_net_D.pth (needed only to fine-tune)")
-    p.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
     p.add_argument("--knn", type=int, default=5, help="peer pixels per latent pixel (their test.py: 5)")
-    p.add_argument("--checkpoints_dir", default="checkpoints")
     return p
 
 
