@@ -304,3 +304,25 @@ def test_mixed_precision_translates_under_autocast_close_to_fp32(runs: Path, tin
         assert any("bf16 autocast" in n for n in report["notes"]) == (precision == "bf16")
     difference = np.abs(images["bf16"] - images["no"])
     assert 0 < difference.mean() < 2 and difference.max() <= 16
+
+
+def test_tiles_and_precision_from_the_documented_commands(runs: Path, tmp_path: Path) -> None:
+    """test.py --tile N --mixed_precision bf16 at native resolution: outputs at the untiled size, noted in metrics.json;
+    load_translator takes the same."""
+    folder = odd_images(tmp_path / "photos")
+    args = test_args(runs, tmp_path / "r", "cyc", "--dataroot", str(folder), "--dataset_mode", "single",
+                     "--direction", "AtoB", "--preprocess", "none", "--tile", "64", "--tile_overlap", "16",
+                     "--mixed_precision", "bf16")
+    assert run_test_command(args) == 0
+    out_dir = tmp_path / "r" / "cyc" / "test_latest"
+    assert Image.open(out_dir / "images" / "wide_fake_B.png").size == (333, 250)
+    notes = json.loads((out_dir / "metrics.json").read_text())["notes"]
+    assert any("tiles of 64 px (--tile), blended over 16 px" in n for n in notes)
+    assert any("bf16 autocast" in n for n in notes)
+    photo = Image.open(folder / "wide.png")
+    plain = load_translator(runs / "cyc", device="cpu", preprocess="none")(photo)
+    tiled = load_translator(runs / "cyc", device="cpu", preprocess="none", tile=64, mixed_precision="bf16")(photo)
+    assert tiled.size == plain.size == (333, 250)
+    diff = np.abs(np.asarray(tiled, dtype=np.float32) - np.asarray(plain, dtype=np.float32))
+    assert 0 < diff.mean() < 20  # bf16 and per-tile instance statistics move values a little, not wholesale
+    assert run_test_command(test_args(runs, tmp_path / "r", "cyc", "--tile_overlap", "8")) == 2
