@@ -43,8 +43,8 @@ TRAIN_SCRIPTS = ("train.py", "test.py")
 
 OPTION = re.compile(r"(?<![\w-])--([A-Za-z][\w-]*)")
 LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.M)
-INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
+REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
+INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SUBSTITUTION = [re.compile(r"\$\(\([^()]*\)\)"), re.compile(r"\$\([^()]*\)")]  # $((arithmetic)), $(command)
@@ -101,7 +101,7 @@ def anchors(path: Path) -> set[str]:
     prose, _ = split_page(path.read_text(encoding="utf-8"))
     seen: dict[str, int] = {}
     out = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", prose, re.M):
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", prose, re.MULTILINE):
         base = slug(heading)
         count = seen.get(base, 0)
         seen[base] = count + 1
@@ -201,14 +201,14 @@ def script_subcommand(script: str, args: list[str]) -> tuple[str, ...]:
 
 def all_options(pages_commands: list[tuple[str, list[str]]]) -> frozenset[str]:
     """Every option of every parser the guide's commands use (for options named in prose)."""
-    from gan_translate.cli import COMMANDS_HELP
+    from gan_translate.cli import COMMANDS_HELP, main
 
     found = set(model_options(None)) | launcher_options("accelerate") | launcher_options("torchrun")
-    commands = re.findall(r"^  (\w+)\s", COMMANDS_HELP, re.M)
+    commands = re.findall(r"^  (\w+)\s", COMMANDS_HELP, re.MULTILINE)
     for command in commands:
         if command == "import":
-            for source in re.findall(r"^  (\w+)\s", _captured(lambda: __import__("gan_translate.cli").cli.main(
-                    ["import", "--help"])), re.M):
+            sources = _captured(lambda: main(["import", "--help"]))
+            for source in re.findall(r"^  (\w+)\s", sources, re.MULTILINE):
                 found |= command_options("import", source)
         elif command != "train":
             found |= command_options(command)
@@ -288,7 +288,7 @@ def check_gan_translate(args: list[str]) -> list[str]:
     if not args:
         return []
     sub = args[0]
-    commands = re.findall(r"^  (\w+)\s", COMMANDS_HELP, re.M)
+    commands = re.findall(r"^  (\w+)\s", COMMANDS_HELP, re.MULTILINE)
     if sub in ("--help", "-h", "--version"):
         return []
     if sub not in commands:
@@ -360,7 +360,7 @@ def link_problems(path: Path, text: str) -> list[str]:
     targets = [(m.group(1), m.start()) for m in LINK.finditer(prose)]
     targets += [(m.group(1), m.start()) for m in REFERENCE_LINK.finditer(prose)]
     for target, offset in targets:
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:
             continue
         file_part, _, fragment = target.partition("#")
         resolved = (path.parent / file_part).resolve() if file_part else path
@@ -430,7 +430,7 @@ def test_options_named_in_prose_exist() -> None:
     used: list[tuple[str, list[str]]] = []
     for page in PAGES:
         command_problems(page, page.read_text(encoding="utf-8"), used)
-    known = all_options(sorted(set((s, tuple(sub)) for s, sub in used)))  # type: ignore[arg-type]
+    known = all_options(sorted({(s, tuple(sub)) for s, sub in used}))  # type: ignore[arg-type]
     problems = [p for page in PAGES for p in prose_option_problems(page, page.read_text(encoding="utf-8"), known)]
     assert problems == []
 
@@ -438,7 +438,7 @@ def test_options_named_in_prose_exist() -> None:
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_user_text_has_no_issue_numbers_or_private_paths(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
-    assert not re.search(r"\bissues?\s+#?\d+", text, re.I), "issue numbers belong in the tracker, not the guide"
+    assert not re.search(r"\bissues?\s+#?\d+", text, re.IGNORECASE), "issue numbers belong in the tracker, not the guide"
     assert "shared/data" not in text, "name the data set and its download command instead of a private path"
 
 
