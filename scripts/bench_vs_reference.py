@@ -100,7 +100,7 @@ def main() -> None:
 
     def ref_cmd(name: str, root: Path, *extra: str) -> list[str]:
         return [sys.executable, "test.py", "--name", name, "--checkpoints_dir", str(work / "ref_checkpoints"),
-                "--dataroot", str(root), "--eval", "--results_dir", str(work / "results_ref"), "--gpu_ids", "-1",
+                "--dataroot", str(root), "--eval", "--results_dir", str(work / "results_ref"),
                 *extra]
 
     ref_p2p = ref_cmd("p2p", facades, "--model", "pix2pix", "--direction", "BtoA")
