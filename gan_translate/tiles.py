@@ -22,7 +22,7 @@ activations (a resnet_9blocks at 4096x4096 needs tens of GB).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -30,8 +30,14 @@ from torch import nn
 from gan_translate.errors import UserError
 from gan_translate.nets.layers import bare, pad_to_multiple
 
-__all__ = ["tile_positions", "feather_ramp", "translate_tiled", "TiledGenerator", "tiled_generators",
-           "default_overlap"]
+__all__ = [
+    "TiledGenerator",
+    "default_overlap",
+    "feather_ramp",
+    "tile_positions",
+    "tiled_generators",
+    "translate_tiled",
+]
 
 
 def default_overlap(tile: int, stride: int = 1) -> int:

@@ -47,7 +47,7 @@ def main() -> None:
                 cells.append("not run")
                 continue
             done = subprocess.run([sys.executable, "-c", CHILD, str(size), str(tile), args.netG, str(args.ngf)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 cells.append(f"failed ({done.stderr.strip().splitlines()[-1][:60]})")
                 continue

@@ -3,12 +3,19 @@ layers are local (no norm, BatchNorm in eval mode); tiles cover the image and bl
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from gan_translate.errors import UserError
 from gan_translate.nets.generators import ResnetGenerator
-from gan_translate.tiles import TiledGenerator, feather_ramp, tile_positions, translate_tiled
+from gan_translate.tiles import (
+    TiledGenerator,
+    feather_ramp,
+    tile_positions,
+    translate_tiled,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,7 +79,7 @@ def test_instance_norm_tiles_differ_but_stay_close() -> None:
 def test_positions_cover_the_image_on_the_stride_and_weights_feather() -> None:
     starts = tile_positions(300, 128, 16, 4)
     assert starts[0] == 0 and starts[-1] == 300 - 128 and all(s % 4 == 0 for s in starts)
-    assert all(b - a <= 128 - 16 for a, b in zip(starts, starts[1:]))  # neighbours overlap by >= 16
+    assert all(b - a <= 128 - 16 for a, b in itertools.pairwise(starts))  # neighbours overlap by >= 16
     assert tile_positions(100, 128, 16, 4) == [0]
     ramp = feather_ramp(64, 32, 200, 16)
     assert ramp[0] < 0.05 and ramp[-1] < 0.05 and torch.all(ramp[16:48] == 1) and torch.all(ramp > 0)
@@ -96,6 +103,6 @@ def test_tile_refused_for_models_that_cannot_be_cut() -> None:
     model = torch.nn.Module()
     model.nets = torch.nn.ModuleDict({"decoder": torch.nn.Conv2d(3, 3, 1)})
     model.inference_nets, model.name = ("decoder",), "adain"
-    with pytest.raises(UserError, match="option --tile: model adain has no image-to-image generator"):
-        with tiled_generators(model, 64):
-            pass
+    with pytest.raises(UserError, match="option --tile: model adain has no image-to-image generator"), \
+            tiled_generators(model, 64):
+        pass
