@@ -107,7 +107,7 @@ def losses_command(args: argparse.Namespace) -> None:
         settings = StylizeSettings(image_size=args.size, steps=500, content_layers=tuple(o.content_layers.split(",")),
                                    style_layers=tuple(o.style_layers.split(",")), pool="max", save_every=50)
         stylize(vgg, photo, [style], settings, progress=False,
-                callback=lambda step, image: images.__setitem__(step, image.detach().clone()))
+                callback=lambda step, image, store=images: store.__setitem__(step, image.detach().clone()))
         for step in (50, 100, 500):
             if step in images:
                 report["stylize"].setdefault(str(step), []).append(losses(photo, images[step]))

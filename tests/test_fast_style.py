@@ -13,10 +13,15 @@ from safetensors.torch import load_file
 from gan_translate.cli import main
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import find_checkpoint, load_state
-from gan_translate.inference import load_model, load_translator
+from gan_translate.inference import load_translator
 from gan_translate.models.fast_style import FastStyleModel
-from gan_translate.nets.fast_style import (ConditionalInstanceNorm, FastStyleNet, TotalVariationGrad,
-                                           lua_total_variation, median_filter3)
+from gan_translate.nets.fast_style import (
+    ConditionalInstanceNorm,
+    FastStyleNet,
+    TotalVariationGrad,
+    lua_total_variation,
+    median_filter3,
+)
 from gan_translate.nets.vgg16 import build_perceptual_vgg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,7 +138,7 @@ def test_style_targets_are_computed_once_at_the_style_size(style_model: FastStyl
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from gan_translate.data.images import load_image, pil_to_tensor
 
-    first = sorted((styles_data / "style" / "dots").glob("*.png"))[0]
+    first = min((styles_data / "style" / "dots").glob("*.png"))
     image = load_image(first, 3).resize((24, 24), 3)  # style_size 24 (longer side), bicubic
     feats = style_model._features(pil_to_tensor(image)[None], ["relu1_2"])
     expected = style_model.gram(feats["relu1_2"])[0]
@@ -333,8 +338,9 @@ def test_quick_preset_losses_fall(tmp_path: Path) -> None:
     """The quick preset as a new user runs it (built-in data, the style extra's Caffe VGG-19), shortened to 60 steps
     (the full 300-step preset was checked by eye: each style visible, the facades recognisable): the mean content and
     style losses of the last 10 steps are below those of the first 10."""
-    from gan_translate.nets.vgg_weights import bundled_caffe_vgg19
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gan_translate.nets.vgg_weights import bundled_caffe_vgg19
 
     if bundled_caffe_vgg19() is None:
         pytest.skip("needs the style extra's Caffe VGG-19")

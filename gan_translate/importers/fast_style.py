@@ -14,11 +14,17 @@ that project deletes before loading (its norms keep none); so are they here.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from gan_translate.errors import UserError
-from gan_translate.importers.common import StateDict, build_options, load_into, read_state_dict, write_run
+from gan_translate.importers.common import (
+    StateDict,
+    build_options,
+    load_into,
+    read_state_dict,
+    write_run,
+)
 from gan_translate.models import create_model
 
 _RUNNING = re.compile(r"in\d+\.running_(mean|var)$")

@@ -20,9 +20,10 @@ the run's config records the VGG, the weights and the numbers used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,16 @@ from gan_translate.config import TrainOptions, choice, opt
 from gan_translate.errors import UserError
 from gan_translate.models.base import StepContext, TranslationModel, register_model
 from gan_translate.nets import pad_to_multiple
-from gan_translate.nets.fast_style import (OUTPUTS, PADDINGS, STRIDE, ConditionalInstanceNorm, FastStyleNet,
-                                           lua_total_variation, median_filter3, style_weights)
+from gan_translate.nets.fast_style import (
+    OUTPUTS,
+    PADDINGS,
+    STRIDE,
+    ConditionalInstanceNorm,
+    FastStyleNet,
+    lua_total_variation,
+    median_filter3,
+    style_weights,
+)
 from gan_translate.nets.vgg import RANDOM_WEIGHTS, VGG_KINDS
 from gan_translate.nets.vgg16 import build_perceptual_vgg
 from gan_translate.nets.vgg_weights import CAFFE_SCALE
@@ -232,10 +241,11 @@ class FastStyleModel(TranslationModel):
 
     @staticmethod
     def _base_run(o: FastStyleOptions) -> tuple[list[str], dict[str, torch.Tensor]]:
+        from safetensors.torch import load_file
+
         from gan_translate.config import load_options
         from gan_translate.engine.checkpoint import CONFIG_FILE
         from gan_translate.inference import resolve_checkpoint
-        from safetensors.torch import load_file
 
         ckpt = resolve_checkpoint(Path(o.add_styles_to).expanduser())
         config = ckpt / CONFIG_FILE if (ckpt / CONFIG_FILE).is_file() else ckpt.parent / CONFIG_FILE

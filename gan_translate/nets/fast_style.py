@@ -31,8 +31,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CAFFE_MEAN_BGR", "ConditionalInstanceNorm", "FastStyleNet", "OUTPUTS", "PADDINGS", "STRIDE",
-           "TotalVariationGrad", "median_filter3", "lua_total_variation", "style_weights"]
+__all__ = [
+    "CAFFE_MEAN_BGR",
+    "OUTPUTS",
+    "PADDINGS",
+    "STRIDE",
+    "ConditionalInstanceNorm",
+    "FastStyleNet",
+    "TotalVariationGrad",
+    "lua_total_variation",
+    "median_filter3",
+    "style_weights",
+]
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 OUTPUTS = ("tanh", "tanh150", "linear", "sigmoid")
@@ -131,6 +141,8 @@ class FastStyleNet(nn.Module):
     """The transformation network (see the module docstring). ``forward(x, mix)``: platform images (B, 3, H, W) in
     [-1, 1] with H, W multiples of ``STRIDE`` and mixing weights (B, n_styles) -> stylised images in [-1, 1] (not
     clamped for the ``linear`` output)."""
+
+    stride = STRIDE  # test scales snap to it (inference.generator_stride)
 
     def __init__(self, ngf: int = 32, n_styles: int = 1, *, norm: str = "instance", padding: str = "reflect",
                  upsample: str = "transposed", output: str = "tanh", conv_bias: bool = True,

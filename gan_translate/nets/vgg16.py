@@ -10,8 +10,8 @@ relu2_2, relu3_3, relu4_3) exist under the same names. The network's ``arch`` sa
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import torch
 from torch import nn
