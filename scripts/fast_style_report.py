@@ -151,13 +151,16 @@ def losses_command(args: argparse.Namespace) -> None:
     out = Path(args.out)
     iterations = [int(s) for s in args.lbfgs.split(",")]
     start = time.time()
-    run = _train(_folder(out, [args.painting]), out, "single", args.steps, args)
-    train_s = time.time() - start
+    run = out / "single"
+    reused = args.reuse and (run / "LATEST").exists()
+    if not reused:
+        run = _train(_folder(out, [args.painting]), out, "single", args.steps, args)
+    train_s = None if reused else round(time.time() - start)
     loss = RunLoss(run)
     photos = _photos(args.size)
     checkpoints = [c for c in list_checkpoints(run) if c.name.startswith("step_")]
     report: dict = {"steps": args.steps, "batch_size": args.batch_size, "size": args.size, "painting": args.painting,
-                    "held_out": list(HELD_OUT), "train_seconds": round(train_s), "vgg": loss.options.vgg,
+                    "held_out": list(HELD_OUT), "train_seconds": train_s, "vgg": loss.options.vgg,
                     "content_weight": loss.options.content_weight, "style_weight": loss.options.style_weight,
                     "network": {}, "gatys_lbfgs": {}}
     report["network"]["step 0"], _ = _score(_untrained(run), loss, photos)
@@ -208,11 +211,11 @@ def speed_command(args: argparse.Namespace) -> None:
                 with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
                     model.translate({"A": x})
             for _ in range(args.repeat):  # interleaved: fp32, bf16, fp32, bf16, ...
-                for precision in times:
+                for precision, laps in times.items():
                     with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
                         begin = time.perf_counter()
                         model.translate({"A": x})
-                        times[precision].append(time.perf_counter() - begin)
+                        laps.append(time.perf_counter() - begin)
         begin = time.perf_counter()
         gatys(loss, x, [args.lbfgs_iterations])
         lbfgs_s = (time.perf_counter() - begin) / args.lbfgs_iterations
@@ -268,6 +271,7 @@ def main() -> None:
         p.add_argument("--out", default="/tmp/fast_style")
     sub.choices["losses"].add_argument("--painting", default="brushstrokes.jpg")
     sub.choices["losses"].add_argument("--lbfgs", default="50,100,500", help="L-BFGS iterations to score")
+    sub.choices["losses"].add_argument("--reuse", action="store_true", help="score OUT/single as trained (no training)")
     sub.choices["multi"].add_argument("--paintings", default="brushstrokes.jpg,asheville.jpg,goeritz.jpg,"
                                                              "en_campo_gris.jpg")
     p = sub.add_parser("speed")
