@@ -42,11 +42,14 @@ from tqdm.auto import tqdm
 from gan_translate.data.colour import combine_luminance, luminance, match_colour, match_luminance
 from gan_translate.data.images import load_image, pil_to_tensor, save_image
 from gan_translate.errors import UserError
+from gan_translate.losses.laplacian import LaplacianLoss, check_pools
 from gan_translate.losses.style import STYLE_LOSSES, StyleLoss, content_loss, tv_loss
 from gan_translate.nets.vgg import LAYER_NAMES, RANDOM_WEIGHTS, VGG19, VGG_KINDS, build_vgg19, check_layers
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MIN_SIZE = 32  # VGG-19 pools five times: below this the deep maps vanish
+# style losses that read layers of their own (the settings' field), not --style_layers
+OWN_LAYERS = {"mrf": "mrf_layers", "histogram": "histogram_layers", "reshuffle": "reshuffle_layers"}
 SHIFT_IMAGE_PIXELS = 16  # default shifted-Gram delta: 16 image pixels at every layer (16, 8, 4, 2, 1 map cells)
 
 
@@ -79,6 +82,12 @@ class StylizeSettings:
     pool: str = "avg"
     seed: int = 0
     save_every: int = 0
+    # ---- histogram, feature reshuffle and Laplacian losses (losses/histogram.py, reshuffle.py, laplacian.py)
+    histogram_layers: tuple[str, ...] = ("relu1_1", "relu4_1")  # Risser et al.
+    reshuffle_layers: tuple[str, ...] = ("relu4_1",)  # Gu et al.'s first level
+    reshuffle_patch_size: int = 3  # Gu et al. at conv4_1
+    laplacian_weight: float = 0.0  # 0 = off
+    laplacian_pools: dict[int, float] = field(default_factory=lambda: {4: 1.0})  # pooling (px) -> weight; Li et al.
 
     def validate(self) -> None:
         """One-line UserErrors naming the option."""
@@ -99,6 +108,12 @@ class StylizeSettings:
              "options --mrf_patch_size/--mrf_stride/--mrf_style_stride must be at least 1"),
             (self.save_every >= 0, "option --save_every: must not be negative"),
             (min(self.shift_deltas, default=0) >= 0, "option --shift_deltas: deltas must not be negative"),
+            (self.reshuffle_patch_size >= 1 and self.reshuffle_patch_size % 2 == 1,
+             f"option --reshuffle_patch_size: {self.reshuffle_patch_size} must be odd and positive"),
+            (self.laplacian_weight >= 0, "option --laplacian_weight: must not be negative"),
+            (bool(self.laplacian_pools) and min(self.laplacian_pools) >= 1
+             and min(self.laplacian_pools.values()) >= 0,
+             "option --laplacian_pools: pooling sizes must be at least 1 and weights not negative"),
         ]
         for ok, message in checks:
             if not ok:
@@ -106,6 +121,8 @@ class StylizeSettings:
         check_layers(self.content_layers, "content_layers")
         check_layers(self.style_layers, "style_layers")
         check_layers(self.mrf_layers, "mrf_layers")
+        check_layers(self.histogram_layers, "histogram_layers")
+        check_layers(self.reshuffle_layers, "reshuffle_layers")
         _layer_weights(self.content_layers, self.content_layer_weights, "content_layer_weights")
         _layer_weights(self.style_layers, self.style_layer_weights, "style_layer_weights")
         if not self.style_losses:
@@ -116,7 +133,8 @@ class StylizeSettings:
             if weight < 0:
                 raise UserError(f"option --style_loss: weight of {name} is negative")
         if not self.layers_in_use():
-            raise UserError("options --content_layers/--style_layers/--mrf_layers: no layer left to compare")
+            raise UserError("options --content_layers/--style_layers/--mrf_layers/--histogram_layers/"
+                            "--reshuffle_layers: no layer left to compare")
         if len(self.shift_deltas) not in (0, 1, len(self.style_layers)):
             raise UserError(f"option --shift_deltas: give one delta or one per style layer ({len(self.style_layers)})")
 
@@ -124,8 +142,12 @@ class StylizeSettings:
         """Every layer some loss reads, shallowest first."""
         used = set(self.content_layers)
         for kind in self.style_losses:
-            used.update(self.mrf_layers if kind == "mrf" else self.style_layers)
+            used.update(self.loss_layers(kind))
         return sorted(used, key=LAYER_NAMES.index)
+
+    def loss_layers(self, kind: str) -> tuple[str, ...]:
+        """The layers style loss ``kind`` reads: mrf, histogram and reshuffle have their own lists."""
+        return getattr(self, OWN_LAYERS[kind]) if kind in OWN_LAYERS else self.style_layers
 
     def deltas(self) -> list[int]:
         """The shifted-Gram delta of each style layer."""
@@ -173,6 +195,8 @@ def _style_loss(kind: str, settings: StylizeSettings, delta: int) -> StyleLoss:
         "mmd_gaussian": lambda: STYLE_LOSSES["mmd_gaussian"](settings.gaussian_samples, settings.seed),
         "bn": STYLE_LOSSES["bn"],
         "mrf": lambda: STYLE_LOSSES["mrf"](settings.mrf_patch_size, settings.mrf_stride, settings.mrf_style_stride),
+        "histogram": STYLE_LOSSES["histogram"],
+        "reshuffle": lambda: STYLE_LOSSES["reshuffle"](settings.reshuffle_patch_size),
     }
     return builders[kind]()
 
@@ -195,7 +219,6 @@ class GatysObjective:
         self.content_terms = list(zip(settings.content_layers,
                                       _layer_weights(settings.content_layers, settings.content_layer_weights, "")))
         style_layer_weights = _layer_weights(settings.style_layers, settings.style_layer_weights, "")
-        mrf_weights = _layer_weights(settings.mrf_layers, (), "")
         self.layers = settings.layers_in_use()
         with torch.no_grad():
             content_feats = vgg.extract(content, self.layers)
@@ -204,12 +227,15 @@ class GatysObjective:
         self.style_terms: list[_StyleTerm] = []
         deltas = dict(zip(settings.style_layers, settings.deltas()))
         for kind, type_weight in settings.style_losses.items():
-            pairs = (zip(settings.mrf_layers, mrf_weights) if kind == "mrf"
-                     else zip(settings.style_layers, style_layer_weights))
-            for layer, layer_weight in pairs:
+            layers = settings.loss_layers(kind)
+            # --style_layer_weights weigh the style layers; losses with their own layer lists weigh them equally
+            layer_weights = _layer_weights(layers, (), "") if kind in OWN_LAYERS else style_layer_weights
+            for layer, layer_weight in zip(layers, layer_weights):
                 loss = _style_loss(kind, settings, deltas.get(layer, 0))
+                loss.set_content(content_feats[layer])
                 targets = loss.targets([f[layer] for f in style_feats], blend)
                 self.style_terms.append(_StyleTerm(kind, layer, type_weight * layer_weight, loss, targets))
+        self.laplacian = LaplacianLoss(content, settings.laplacian_pools) if settings.laplacian_weight else None
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The total loss (a scalar with a graph to ``image``) and its weighted parts as floats."""
@@ -225,6 +251,8 @@ class GatysObjective:
             parts[term.kind] = parts.get(term.kind, image.new_zeros(())) + s.style_weight * term.weight * value
         if s.tv_weight:
             parts["tv"] = s.tv_weight * tv_loss(image)
+        if self.laplacian is not None:
+            parts["laplacian"] = s.laplacian_weight * self.laplacian(image)
         total = sum(parts.values(), image.new_zeros(()))
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -390,6 +418,20 @@ def parse_style_losses(text: str) -> dict[str, float]:
     return out
 
 
+def parse_laplacian_pools(text: str) -> dict[int, float]:
+    """'4:1,16:16' -> {4: 1.0, 16: 16.0}: pooling size in pixels -> weight; a size alone has weight 1."""
+    out: dict[int, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        size, _, weight = item.partition(":")
+        try:
+            out[int(size)] = float(weight) if weight else 1.0
+        except ValueError:
+            raise UserError(f"option --laplacian_pools: expected SIZE[:WEIGHT],..., got '{item}'") from None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = StylizeSettings()
     p = _Parser(prog="python -m gan_translate stylize", allow_abbrev=False,
@@ -428,6 +470,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mrf_patch_size", type=int, default=d.mrf_patch_size, help="(default: 3)")
     a("--mrf_stride", type=int, default=d.mrf_stride, help="stride of the synthesis patches (default: 2)")
     a("--mrf_style_stride", type=int, default=d.mrf_style_stride, help="stride of the style patches (default: 2)")
+    # ---- histogram, feature reshuffle and Laplacian losses
+    a("--histogram_layers", type=_csv(str, "histogram_layers"), default=d.histogram_layers, metavar="L,...",
+      help="layers of the histogram loss (default: relu1_1,relu4_1)")
+    a("--reshuffle_layers", type=_csv(str, "reshuffle_layers"), default=d.reshuffle_layers, metavar="L,...",
+      help="layers of the reshuffle loss (default: relu4_1)")
+    a("--reshuffle_patch_size", type=int, default=d.reshuffle_patch_size,
+      help="patch size of the reshuffle matching, odd (default: 3)")
+    a("--laplacian_weight", type=float, default=d.laplacian_weight,
+      help="weight of the Laplacian loss, which keeps the content's edges (default: 0 = off)")
+    a("--laplacian_pools", type=parse_laplacian_pools, default=d.laplacian_pools, metavar="SIZE:W,...",
+      help="average pooling (pixels) before each Laplacian and its weight (default: 4:1)")
     a("--preserve_color", default=d.preserve_color, choices=PRESERVE,
       help="keep the content's colours: luminance-only transfer or colour histogram matching (default: none)")
     a("--pool", default=d.pool, choices=("avg", "max"), help="VGG pooling (default: avg, as Gatys et al.)")
@@ -468,7 +521,9 @@ def run(argv: Sequence[str]) -> int:
         style_layer_weights=args.style_layer_weights, mrf_layers=args.mrf_layers, shift_deltas=args.shift_deltas,
         poly_c=args.poly_c, gaussian_samples=args.gaussian_samples, mrf_patch_size=args.mrf_patch_size,
         mrf_stride=args.mrf_stride, mrf_style_stride=args.mrf_style_stride, preserve_color=args.preserve_color,
-        pool=args.pool, seed=args.seed, save_every=args.save_every)
+        pool=args.pool, seed=args.seed, save_every=args.save_every, histogram_layers=args.histogram_layers,
+        reshuffle_layers=args.reshuffle_layers, reshuffle_patch_size=args.reshuffle_patch_size,
+        laplacian_weight=args.laplacian_weight, laplacian_pools=args.laplacian_pools)
     settings.validate()
     if args.style_weights is not None and len(args.style_weights) != len(args.style):
         raise UserError(f"option --style_weights: {len(args.style_weights)} weights for {len(args.style)} style images")
@@ -482,6 +537,8 @@ def run(argv: Sequence[str]) -> int:
     if style_size < MIN_SIZE:
         raise UserError(f"option --style_scale: style images would be {style_size} px, below {MIN_SIZE}")
     styles = [load_resized(path, style_size) for path in args.style]
+    if settings.laplacian_weight:
+        check_pools(tuple(content.shape[-2:]), settings.laplacian_pools)
     if args.vgg_weights == RANDOM_WEIGHTS:
         print("warning: --vgg_weights random: an untrained network; the picture says nothing about style "
               "(for tests and debugging only)", file=sys.stderr)
