@@ -50,6 +50,10 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MIN_SIZE = 32  # VGG-19 pools five times: below this the deep maps vanish
 # style losses that read layers of their own (the settings' field), not --style_layers
 OWN_LAYERS = {"mrf": "mrf_layers", "histogram": "histogram_layers", "reshuffle": "reshuffle_layers"}
+# Weights of the histogram loss beside a Gram loss of weight 1, and of the Laplacian term, that docs/stylize.md shows
+# (tuned by eye with the Caffe VGG-19 at the defaults: the demo's combinations use them)
+HISTOGRAM_WEIGHT = 1.0
+LAPLACIAN_WEIGHT = 1e-3
 SHIFT_IMAGE_PIXELS = 16  # default shifted-Gram delta: 16 image pixels at every layer (16, 8, 4, 2, 1 map cells)
 
 

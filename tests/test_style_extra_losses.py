@@ -198,3 +198,35 @@ def test_alpha_blends_toward_the_content_and_the_loss_needs_the_content() -> Non
     torch.testing.assert_close(target, reshuffle_features(content, style, patch_size=3))
     assert float(loss.loss(target, target)) == 0.0
     assert float(loss.loss(content, target)) > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The demo's stylize entry
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("choice, parts", [("histogram", {"content", "histogram"}),
+                                           ("gram+histogram", {"content", "gram", "histogram"}),
+                                           ("gram+laplacian", {"content", "gram", "laplacian"})])
+def test_demo_offers_the_new_losses_and_the_papers_combinations(tmp_path, monkeypatch, choice: str,
+                                                                 parts: set[str]) -> None:
+    from PIL import Image as PILImage
+
+    import gan_translate.stylize as stylize_module
+    from gan_translate.demo.session import DemoSession
+
+    seen: dict[str, float] = {}
+    original = stylize_module.stylize  # the session imports it when called: patched here, it reports the parts
+
+    def recording(*args, **kwargs):
+        result = original(*args, **kwargs)
+        seen.update(result.parts)
+        return result
+
+    monkeypatch.setattr(stylize_module, "stylize", recording)
+    for name, size in (("c.png", (48, 40)), ("s.png", (36, 36))):
+        PILImage.effect_noise(size, 60).convert("RGB").save(tmp_path / name)
+    out, line = DemoSession(vgg_weights="random").stylize(tmp_path / "c.png", tmp_path / "s.png", loss=choice,
+                                                          image_size=32, steps=2)
+    assert out.size == (48, 40) and f"stylize ({choice}, 2 iterations at 32 px)" in line
+    assert set(seen) == parts
