@@ -93,6 +93,16 @@ def test_histogram_loss_and_gradient_ignore_where_values_sit() -> None:
     torch.testing.assert_close(grad_shuffled, grad.flatten(2)[..., perm].reshape(grad.shape))
 
 
+def test_histogram_match_in_bfloat16_on_maps_longer_than_its_integers() -> None:
+    """Under bf16 autocast the maps are bfloat16, which cannot count past 256: ranks stay exact."""
+    style = maps(1, 2, 40, 48, seed=21).relu()
+    synth = maps(1, 2, 48, 40, seed=22)
+    matched = histogram_match(synth.bfloat16(), sorted_channels(style.bfloat16()))
+    assert matched.dtype == torch.bfloat16
+    torch.testing.assert_close(matched.double().flatten(2).sort(-1).values,
+                               style.bfloat16().double().flatten(2).sort(-1).values)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Laplacian loss
 # ----------------------------------------------------------------------------------------------------------------------

@@ -56,12 +56,14 @@ def histogram_match(feat: torch.Tensor, style_sorted: torch.Tensor) -> torch.Ten
         count, samples = flat.shape[-1], style_sorted.shape[-1]
         order = flat.argsort(dim=-1, stable=True)  # order[..., r] = position holding the value of rank r
         # position of quantile (r + 1/2) / M in the style's sorted values, clamped to its ends
-        where = ((torch.arange(count, device=feat.device, dtype=style_sorted.dtype) + 0.5) * samples / count - 0.5)
+        # positions in float64 whatever the maps' dtype: bfloat16 cannot count past 256 exactly
+        where = ((torch.arange(count, device=feat.device, dtype=torch.float64) + 0.5) * samples / count - 0.5)
         where = where.clamp(0, samples - 1)
         low = where.floor().long()
         high = (low + 1).clamp(max=samples - 1)
-        frac = (where - low).to(style_sorted.dtype)
-        quantiles = style_sorted[:, low] * (1 - frac) + style_sorted[:, high] * frac  # (C, M), ascending
+        precise = style_sorted.double() if style_sorted.dtype == torch.float64 else style_sorted.float()
+        frac = (where - low).to(precise.dtype)
+        quantiles = precise[:, low] * (1 - frac) + precise[:, high] * frac  # (C, M), ascending
         matched = torch.empty_like(flat)
         matched.scatter_(-1, order, quantiles.to(flat.dtype).expand(batch, channels, count))
         return matched.reshape(feat.shape)
