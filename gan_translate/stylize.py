@@ -23,9 +23,8 @@ which makes the objective noisy: Adam copes with that better than L-BFGS.
 Scale of the weights: style terms are the papers' per-layer formulas (size-independent); content, MRF and TV are means.
 The defaults (content 1, style 3, TV 0; 150 L-BFGS iterations from the content at 384 px) were tuned by eye with the
 Caffe VGG-19 of the style extra on photos and paintings: the photo's structure stays and the painting's colours and
-strokes cover it, as in Gatys et al.'s figures. For comparison, the Gram weights of Gatys et al.'s own notebooks
-(1e3 / C_l^2 on the MSE of G / M) are 0.08 .. 5 per layer in this project's units (style_weight x layer weight);
-a style weight of 1000 erases the photo. Raise --style_weight for more style, --image_size and --steps for detail.
+strokes cover it, as in Gatys et al.'s figures; a style weight of 1000 (the earlier default) leaves the painting's
+shapes with the photo barely visible. Raise --style_weight for more style, --image_size and --steps for detail.
 """
 
 from __future__ import annotations
