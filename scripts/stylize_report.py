@@ -6,7 +6,9 @@ painting -- the picture grid, the loss curves and the seconds per image in fp32 
 
 Writes OUT_DIR/stylize_losses.png (content, style, one column per method; < 300 KB), OUT_DIR/stylize_loss_curves.png
 (the total loss of every method against the iteration, log scale, each divided by its own start) and prints a
-Markdown table (method, command options, seconds per image fp32, bf16) and a JSON line with all numbers.
+Markdown table (method, command options, seconds per image fp32, bf16) and a JSON line with all numbers. Each
+method's result is kept in OUT_DIR/stylize_report_parts/ (its image and a JSON of its numbers) and the figures show
+every method found there: invocations with different --methods (in parallel or one after the other) build one grid.
 
 Every method runs with stylize's defaults plus its own options (METHODS). fp32: the whole run is timed. bf16: the
 same run under CPU autocast (VGG convolutions in bfloat16), timed over --bf16_steps iterations and scaled to --steps,
@@ -123,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     vgg = build_vgg19("", last_layer="relu5_1", pool="avg", kind=args.vgg)
     content = load_resized(args.content, args.image_size)
     style = load_resized(args.style, args.image_size)
-    tiles = [_tile(tensor_to_pil(content[0]), "content"), _tile(tensor_to_pil(style[0]), "style")]
-    curves: dict[str, list[float]] = {}
-    rows: list[dict] = []
+    parts = out_dir / "stylize_report_parts"
+    parts.mkdir(exist_ok=True)
     for label in args.methods:
         changes, options = METHODS[label]
         settings = StylizeSettings(image_size=args.image_size, steps=args.steps, **changes)
@@ -136,10 +137,22 @@ def main(argv: list[str] | None = None) -> int:
             short = StylizeSettings(image_size=args.image_size, steps=min(args.bf16_steps, args.steps), **changes)
             _, _, bf16_seconds = _run(vgg, content, style, short, bf16=True)
             row["bf16_s"] = round(bf16_seconds * args.steps / short.steps, 1)
-        rows.append(row)
-        curves[label] = losses
-        tiles.append(_tile(tensor_to_pil(finish(image, content, "none")[0]), label))
+        slug = "".join(ch if ch.isalnum() else "_" for ch in label)
+        tensor_to_pil(finish(image, content, "none")[0]).save(parts / f"{slug}.png")
+        (parts / f"{slug}.json").write_text(json.dumps({**row, "losses": losses}))
         print(json.dumps(row), flush=True)
+    tiles = [_tile(tensor_to_pil(content[0]), "content"), _tile(tensor_to_pil(style[0]), "style")]
+    curves: dict[str, list[float]] = {}
+    rows: list[dict] = []
+    for label in METHODS:  # every method done so far, in the table's order
+        slug = "".join(ch if ch.isalnum() else "_" for ch in label)
+        if not (parts / f"{slug}.json").is_file():
+            continue
+        row = json.loads((parts / f"{slug}.json").read_text())
+        curves[label] = row.pop("losses")
+        rows.append(row)
+        with Image.open(parts / f"{slug}.png") as image:
+            tiles.append(_tile(image, label))
     _grid(tiles, out_dir / "stylize_losses.png")
     _curves(curves, out_dir / "stylize_loss_curves.png",
             f"total loss / its start, {Path(args.content).name} + {Path(args.style).name}, {args.image_size} px")
