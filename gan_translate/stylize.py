@@ -12,10 +12,13 @@ image (or noise, or the style image) and minimise with L-BFGS
 
 over VGG-19 activations. The style term is any weighted mix of the losses in ``gan_translate.losses.style``: Gram
 (Gatys), shifted Gram (Berger & Memisevic 2017), MMD with linear/polynomial/Gaussian kernels and BN statistics (Li et
-al. 2017), MRF patches (Li & Wand 2016). Defaults follow Gatys et al.: content on conv4_2 and style on conv1_1 ..
-conv5_1 with equal layer weights, average pooling, L-BFGS. Their "conv4_2" is the blob of that name in Caffe, where the
-ReLU runs in place, i.e. the activation after the ReLU -- here ``relu4_2`` (and ``relu1_1`` .. ``relu5_1``), the
-layers their own PyTorch code reads. The MRF loss reads relu3_1 and relu4_1, as Li & Wand.
+al. 2017), MRF patches (Li & Wand 2016), histogram matching (Risser et al. 2017, ``losses/histogram.py``) and feature
+reshuffle (Gu et al. 2018, ``losses/reshuffle.py``). ``laplacian_weight`` adds the Laplacian loss (Li et al. 2017,
+``losses/laplacian.py``), an image-space term that keeps the content's edges. Defaults follow Gatys et al.: content on
+conv4_2 and style on conv1_1 .. conv5_1 with equal layer weights, average pooling, L-BFGS. Their "conv4_2" is the blob
+of that name in Caffe, where the ReLU runs in place, i.e. the activation after the ReLU -- here ``relu4_2`` (and
+``relu1_1`` .. ``relu5_1``), the layers their own PyTorch code reads. The MRF loss reads relu3_1 and relu4_1, as Li &
+Wand.
 
 mmd_gaussian compares random subsets of positions (``gaussian_samples``, redrawn every step) on maps larger than that,
 which makes the objective noisy: Adam copes with that better than L-BFGS.
