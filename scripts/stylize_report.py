@@ -115,14 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image_size", type=int, default=StylizeSettings().image_size)
     p.add_argument("--steps", type=int, default=StylizeSettings().steps)
     p.add_argument("--bf16_steps", type=int, default=10, help="iterations timed under bf16 autocast (0 = skip)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="LABEL")
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS), metavar="LABEL",
+                   help="methods to run (default: all; none: only redraw the figures from the kept results)")
     p.add_argument("--vgg", default="caffe")
     p.add_argument("--out_dir", default=str(REPO / "docs"))
     args = p.parse_args(argv)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    vgg = build_vgg19("", last_layer="relu5_1", pool="avg", kind=args.vgg)
+    vgg = build_vgg19("", last_layer="relu5_1", pool="avg", kind=args.vgg) if args.methods else None
     content = load_resized(args.content, args.image_size)
     style = load_resized(args.style, args.image_size)
     parts = out_dir / "stylize_report_parts"
