@@ -20,7 +20,7 @@ from PIL import Image
 from gan_translate.data.images import load_image
 from gan_translate.errors import UserError
 
-__all__ = ["PALETTE", "read_mask", "region_names", "check_regions", "masks_from_regions"]
+__all__ = ["PALETTE", "check_regions", "masks_from_regions", "read_mask", "region_names"]
 
 # name -> per-channel state: 1 = above 0.9, 0 = below 0.1, 0.5 = within 0.4..0.6
 PALETTE: dict[str, tuple[float, float, float]] = {
