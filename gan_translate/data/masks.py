@@ -20,7 +20,7 @@ from PIL import Image
 from gan_translate.data.images import load_image
 from gan_translate.errors import UserError
 
-__all__ = ["PALETTE", "check_regions", "masks_from_regions", "read_mask", "region_names"]
+__all__ = ["PALETTE", "check_regions", "mask_guides", "masks_from_regions", "read_mask", "region_names"]
 
 # name -> per-channel state: 1 = above 0.9, 0 = below 0.1, 0.5 = within 0.4..0.6
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -51,9 +51,14 @@ def read_mask(path: str | Path, size: tuple[int, int], *, what: str = "mask", sa
     (default: a line on stderr).
 
     Raises:
-        UserError: the file cannot be read, holds a colour outside the palette, or has no region at all.
+        UserError: the file cannot be read or holds a colour outside the palette (the message names the file).
     """
-    img = load_image(path, channels=3)
+    return mask_guides(load_image(path, channels=3), size, path, what=what, say=say)
+
+
+def mask_guides(img: Image.Image, size: tuple[int, int], path: str | Path, *, what: str = "mask",
+                say=None) -> torch.Tensor:
+    """``read_mask`` for an image already loaded (RGB); ``path`` names it in messages."""
     if img.size != tuple(size):
         (say or (lambda line: print(line, file=sys.stderr)))(
             f"note: {what} {path} is {img.width}x{img.height}, resized (nearest) to its image's {size[0]}x{size[1]}")
