@@ -26,14 +26,15 @@ sys.path.insert(0, str(REPO))
 
 from gan_translate import stylize_control as control  # noqa: E402
 from gan_translate.cli import main  # noqa: E402
-from gan_translate.data.masks import PALETTE, read_mask  # noqa: E402
+from gan_translate.data.masks import PALETTE, masks_from_regions, read_mask  # noqa: E402
 from gan_translate.losses.matting import matting_laplacian  # noqa: E402
 from gan_translate.nets.vgg import build_vgg19  # noqa: E402
-from gan_translate.stylize import StylizeSettings, load_resized  # noqa: E402
+from gan_translate.stylize import StylizeSettings, load_resized, stylize  # noqa: E402
 
 CONTENT, SKY_STYLE, GROUND_STYLE = "content/chicago.jpg", "style/brushstrokes.jpg", "style/contrast_of_forms.jpg"
 PHOTO_STYLE = "content/newyork.jpg"  # a night photo: Luan et al.'s day-to-night kind of pair
 PANEL = 200  # panel height in the grids
+MAX_BYTES = 300 * 1024
 
 
 def sky_mask(photo: Path, out: Path) -> Path:
@@ -71,6 +72,8 @@ def grid(panels: list[Image.Image], path: Path) -> None:
         sheet.paste(p, (x, 0))
         x += p.width + 4
     sheet.save(path, optimize=True)
+    if path.stat().st_size > MAX_BYTES:  # docs figures stay small: 256 colours (median cut) instead of true colour
+        sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
@@ -95,10 +98,11 @@ def laplacian_table(photo: Path) -> None:
         print(f"| {size} | {img.shape[2]}x{img.shape[1]} | {seconds:.1f} | {nnz:,} | {nnz / n:.1f} | {memory:.0f} |")
 
 
-def regions_example(data: Path, tmp: Path, docs: Path, size: int, steps: int) -> None:
+def regions_example(data: Path, tmp: Path, docs: Path, size: int, steps: int, style_weight: float) -> None:
     content = data / CONTENT
     mask = sky_mask(content, tmp / "sky_mask.png")
-    common = ["--content", str(content), "--image_size", str(size), "--steps", str(steps)]
+    common = ["--content", str(content), "--image_size", str(size), "--steps", str(steps), "--style_weight",
+              str(style_weight)]
     both = [str(data / SKY_STYLE), str(data / GROUND_STYLE)]
     blended = run_cli([*common, "--style", *both, "--out", str(tmp / "blended.png")])
     guided = run_cli([*common, "--style", *both, "--content_mask", str(mask), "--style_regions", "blue", "green",
@@ -130,29 +134,41 @@ def photo_example(data: Path, tmp: Path, docs: Path, size: int, steps: int) -> N
           panel(pil(stages[-1]), "stage 2: --photorealistic")], docs / "stylize_photo.png")
 
 
-def speed_table(data: Path, tmp: Path, size: int, steps: int) -> None:
-    """Seconds per L-BFGS step, fp32 and bf16 autocast interleaved (the same process, the same images)."""
-    content, both = data / CONTENT, [str(data / SKY_STYLE), str(data / GROUND_STYLE)]
-    mask = tmp / "sky_mask.png"
+def speed_table(data: Path, tmp: Path, size: int, steps: int, repeats: int) -> None:
+    """Seconds per L-BFGS step (the objective's setup and the Laplacian's build left out), fp32 and bf16 autocast
+    interleaved in one process on the same images."""
+    content = load_resized(data / CONTENT, size)
+    sky, ground, night = (load_resized(data / p, size) for p in (SKY_STYLE, GROUND_STYLE, PHOTO_STYLE))
+    mask = read_mask(tmp / "sky_mask.png", Image.open(data / CONTENT).size)
+    content_guides = torch.nn.functional.interpolate(mask[None], size=content.shape[-2:], mode="nearest")[0]
+    regions = masks_from_regions(["blue", "green"], [(s.shape[-1], s.shape[-2]) for s in (sky, ground)])
+    vgg_avg = build_vgg19("", last_layer="relu5_1", pool="avg", kind="caffe")
+    vgg_max = build_vgg19("", last_layer="relu5_1", pool="max", kind="caffe")
+    photo = control.photorealistic_settings(StylizeSettings(image_size=size, steps=steps))
+    photo.matting_weight = control.default_matting_weight(True)
+    photo.tv_weight = control.luan_tv_weight(*content.shape[-2:])
+    laplacian = matting_laplacian((content[0] + 1) / 2)
+    plain = StylizeSettings(image_size=size, steps=steps)
     cases = {
-        "plain gram": ["--style", both[0]],
-        "guided regions": ["--style", *both, "--content_mask", str(mask), "--style_regions", "blue", "green"],
-        "--photorealistic (2 stages)": ["--style", str(data / PHOTO_STYLE), "--photorealistic"],
+        "plain gram": lambda: stylize(vgg_avg, content, [sky], plain, progress=False),
+        "guided regions (2 styles)": lambda: stylize(vgg_avg, content, [sky, ground], plain, progress=False,
+                                                     guides=(content_guides, regions)),
+        "--photorealistic, stage 2 (matting)": lambda: stylize(vgg_max, content, [night], photo, progress=False,
+                                                               laplacian=laplacian),
     }
-    print(f"\n| method ({size} px, {steps} steps) | fp32 s/step | bf16 s/step |")
-    print("|---|---|---|")
-    for name, extra in cases.items():
-        times = {}
-        for precision in ("fp32", "bf16", "fp32", "bf16"):
-            args = ["--content", str(content), "--image_size", str(size), "--steps", str(steps), *extra,
-                    "--out", str(tmp / "speed.png")]
-            if precision == "bf16":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    seconds = run_cli(args)
-            else:
-                seconds = run_cli(args)
-            times.setdefault(precision, []).append(seconds / (steps * (2 if "photo" in name else 1)))
-        print(f"| {name} | {min(times['fp32']):.2f} | {min(times['bf16']):.2f} |")
+    print(f"\n| method ({size} px, {steps} steps) | fp32 s/step | bf16 autocast s/step | fp32 loss | bf16 loss |")
+    print("|---|---|---|---|---|")
+    for name, run in cases.items():
+        times: dict[str, list[float]] = {}
+        finals: dict[str, float] = {}
+        for precision in ("fp32", "bf16") * repeats:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                result = run()
+            times.setdefault(precision, []).append((time.perf_counter() - start) / steps)
+            finals[precision] = result.losses[-1]
+        print(f"| {name} | {min(times['fp32']):.2f} | {min(times['bf16']):.2f} | {finals['fp32']:.4g} | "
+              f"{finals['bf16']:.4g} |")
 
 
 def main_() -> None:
@@ -162,8 +178,13 @@ def main_() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--speed_steps", type=int, default=5)
+    p.add_argument("--style_weight", type=float, default=100.0, help="of the two-region example")
+    p.add_argument("--speed_repeats", type=int, default=2, help="fp32/bf16 pairs per method (the fastest counts)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--only", nargs="+", default=["laplacian", "regions", "photo", "speed"])
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     assert set(PALETTE) >= {"blue", "green"}
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -172,11 +193,11 @@ def main_() -> None:
         if "laplacian" in args.only:
             laplacian_table(args.data / CONTENT)
         if "regions" in args.only:
-            regions_example(args.data, tmp, args.docs, args.size, args.steps)
+            regions_example(args.data, tmp, args.docs, args.size, args.steps, args.style_weight)
         if "photo" in args.only:
             photo_example(args.data, tmp, args.docs, args.size, args.steps)
         if "speed" in args.only:
-            speed_table(args.data, tmp, args.size, args.speed_steps)
+            speed_table(args.data, tmp, args.size, args.speed_steps, args.speed_repeats)
 
 
 if __name__ == "__main__":

@@ -260,6 +260,8 @@ def test_matting_loss_ignores_affine_colour_changes_and_has_gradient_2LV() -> No
     v = ((x.detach()[0] + 1) / 2).flatten(1).t()
     expected = (2 * laplacian.to_dense() @ v).t().reshape(1, 3, *img.shape[1:]) / 2  # dV/dx = 1/2
     torch.testing.assert_close(x.grad, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision leaves this term in float32
+        assert matting_loss(recoloured[None] * 2 - 1, laplacian) == affine_loss
 
 
 def test_matting_laplacian_builds_a_photo_quickly() -> None:

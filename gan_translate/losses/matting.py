@@ -76,6 +76,8 @@ def matting_laplacian(image: torch.Tensor, eps: float = MATTING_EPS, radius: int
 def matting_loss(image: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
     """sum_c V_c^T L V_c for the output ``image`` (1, 3, H, W) in [-1, 1] (V = (image + 1) / 2 in [0, 1]);
     differentiable in ``image`` through ``torch.sparse.mm`` (gradient 2 L V)."""
-    v = ((image[0] + 1) / 2).flatten(1).t()  # (H W, 3)
-    v = v.float()
-    return (v * torch.sparse.mm(laplacian, v)).sum()
+    # Always float32: L's entries reach ~1e7 (eps 1e-7 in flat windows) and cancel to zero row sums, which bf16
+    # cannot hold -- under bf16 autocast the product would be cast down and the loss would be noise.
+    with torch.autocast(device_type=image.device.type, enabled=False):
+        v = ((image[0].float() + 1) / 2).flatten(1).t()  # (H W, 3)
+        return (v * torch.sparse.mm(laplacian.float(), v)).sum()
