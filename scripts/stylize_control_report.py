@@ -41,7 +41,7 @@ def sky_mask(photo: Path, out: Path) -> Path:
     """Sky (blue in the mask) above a per-column horizon, ground (green) below: the horizon is the first pixel from
     the top that is neither bluish-bright sky nor bright grey cloud, smoothed over neighbouring columns."""
     rgb = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32) / 255
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    r, b = rgb[..., 0], rgb[..., 2]
     light = rgb.mean(-1)
     sky = ((b > r + 0.05) & (light > 0.45)) | ((light > 0.75) & (rgb.max(-1) - rgb.min(-1) < 0.12))
     height, width = sky.shape

@@ -78,7 +78,8 @@ def test_regions_take_their_own_style_images(vgg) -> None:
     """One style image per region: region r's target is the Gram of style image r alone (blend weights apply only
     among images that hold the region)."""
     feats = [torch.randn(1, 4, 6, 6), torch.randn(1, 4, 7, 5)]
-    style_guides = [torch.stack([torch.ones(6, 6), torch.zeros(6, 6)]), torch.stack([torch.zeros(7, 5), torch.ones(7, 5)])]
+    style_guides = [torch.stack([torch.ones(6, 6), torch.zeros(6, 6)]),
+                    torch.stack([torch.zeros(7, 5), torch.ones(7, 5)])]
     loss = GuidedGramLoss(two_regions(6, 6, 3), style_guides)
     (_, target), = loss.targets(feats, [0.3, 0.7])
     torch.testing.assert_close(target[0], gram_matrix(feats[0])[0])

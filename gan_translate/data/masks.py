@@ -40,8 +40,8 @@ def _channel_test(values: np.ndarray, state: float) -> np.ndarray:
 
 def classify(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) floats in [0, 1] -> (9, H, W) booleans, one per palette colour (at most one is set per pixel)."""
-    return np.stack([_channel_test(rgb[..., 0], s[0]) & _channel_test(rgb[..., 1], s[1]) & _channel_test(rgb[..., 2], s[2])
-                     for s in PALETTE.values()])
+    return np.stack([_channel_test(rgb[..., 0], s[0]) & _channel_test(rgb[..., 1], s[1])
+                     & _channel_test(rgb[..., 2], s[2]) for s in PALETTE.values()])
 
 
 def read_mask(path: str | Path, size: tuple[int, int], *, what: str = "mask", say=None) -> torch.Tensor:

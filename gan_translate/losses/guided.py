@@ -129,7 +129,8 @@ class GuidedGramLoss(StyleLoss):
     def target(self, style_feat: torch.Tensor) -> torch.Tensor:  # unused: targets() needs the image's index
         raise NotImplementedError("GuidedGramLoss pairs each style map with its guides: call targets()")
 
-    def targets(self, style_feats: Sequence[torch.Tensor], weights: Sequence[float]) -> list[tuple[float, torch.Tensor]]:
+    def targets(self, style_feats: Sequence[torch.Tensor], weights: Sequence[float]
+                ) -> list[tuple[float, torch.Tensor]]:
         if len(style_feats) != len(self.style_guides):
             raise ValueError(f"{len(style_feats)} style maps for {len(self.style_guides)} sets of guides")
         channels = style_feats[0].shape[1]
