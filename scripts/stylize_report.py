@@ -91,7 +91,8 @@ def _curves(curves: dict[str, list[float]], path: Path, title: str) -> None:
     low = math.floor(math.log10(min(min(r) for r in ratios.values())))
     steps = max(len(c) for c in curves.values()) - 1
     x_of = lambda i: left + (width - left - 20) * i / max(steps, 1)  # noqa: E731
-    y_of = lambda r: top + (height - top - bottom) * (-math.log10(r)) / max(-low, 1)  # noqa: E731
+    # L-BFGS without a line search may overshoot in its first steps: those points are drawn at the frame's top
+    y_of = lambda r: top + (height - top - bottom) * max(0.0, -math.log10(r)) / max(-low, 1)  # noqa: E731
     draw.rectangle((left, top, width - 20, height - bottom), outline=(120, 120, 120))
     for decade in range(low, 1):
         y = y_of(10.0 ** decade)
