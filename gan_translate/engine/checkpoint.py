@@ -65,14 +65,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def net_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    """A network's tensors, unwrapped from DDP, contiguous and unshared as safetensors requires."""
+def net_state(net: nn.Module, buffers: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """A network's tensors, unwrapped from DDP, contiguous and unshared as safetensors requires; ``buffers`` replace
+    the network's own (a snapshot taken before a step that was dropped)."""
     net = getattr(net, "module", net)
-    return {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    tensors = net.state_dict()
+    for key, value in (buffers or {}).items():
+        if key in tensors:
+            tensors[key] = value
+    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
 
 
 def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], state: dict[str, Any],
-                    config_yaml: str, keep_last: int) -> Path:
+                    config_yaml: str, keep_last: int,
+                    buffers: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Writes checkpoint ``run_dir/tag`` atomically, points LATEST at it and rotates old step checkpoints."""
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / tag
@@ -82,7 +88,7 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
     tmp.mkdir()
     try:
         for name, net in nets.items():
-            save_file(net_state(net), str(tmp / f"net_{name}.safetensors"))
+            save_file(net_state(net, (buffers or {}).get(name)), str(tmp / f"net_{name}.safetensors"))
         torch.save(state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         for child in tmp.iterdir():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import os
 import random
 import sys
 import warnings
@@ -45,6 +46,7 @@ from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import (GracefulStop, GuardedOptimizer, StepGuard, TrainingInterrupted,
                                         ignore_stop_signals, is_worker_failure, stop_when_the_launcher_dies)
 from gan_translate.engine.schedules import build_scheduler
+from gan_translate.engine.stopping import Snapshot, StepAbandoned, StepWindow, StopWatcher, copy_buffers
 from gan_translate.errors import UserError
 from gan_translate.models import StepContext, TranslationModel, create_model
 from gan_translate.nets.layers import configure_nets
@@ -195,10 +197,17 @@ class Trainer:
                                *[self.model.optimizers[n] for n in opt_names], loader)
         for name, module in zip(names, prepared[: len(names)]):
             self.model.nets[name] = module
-        self.guard = StepGuard(acc.backward, self._all_reduce_min, options.max_bad_steps)
+        self.window = StepWindow(lambda: bool(self._signal_stop and self._signal_stop.requested),
+                                 single_process=acc.num_processes == 1)
+        self._signal_stop: GracefulStop | None = None
+        self.guard = StepGuard(acc.backward, self._all_reduce_min, options.max_bad_steps, window=self.window,
+                               stop_requested=lambda: bool(self._signal_stop and self._signal_stop.requested))
         for name, optim in zip(opt_names, prepared[len(names): len(names) + len(opt_names)]):
             self.model.optimizers[name] = GuardedOptimizer(optim, self.guard)
         self.loader = prepared[-1]
+        self._dropped_step: int | None = None  # a stop dropped this step in flight (stopping.py)
+        self._stop_reported = False
+        self._interrupted: str | None = None
         self._epoch_loader: Any = None  # this epoch's loader (another one when a resumed epoch skips its first batches)
 
     def _set_cpu_threads(self) -> str:
@@ -262,24 +271,33 @@ class Trainer:
         self.accelerator.print(f"fine-tuning the weights imported from {imported.get('source')} with fresh "
                                "optimizers and learning-rate schedules (the source saved none)")
 
-    def save(self, tag: str) -> None:
-        """Every rank contributes its RNG state; the main process writes the checkpoint."""
+    def snapshot(self) -> Snapshot:
+        """What the next step changes besides weights and optimizer state (stopping.py), taken before it starts."""
+        return Snapshot(progress=vars(self.progress).copy(), rng=capture_rng(), model_state=self.model.extra_state(),
+                        buffers=copy_buffers(dict(self.model.nets.items())))
+
+    def save(self, tag: str, snapshot: Snapshot | None = None) -> None:
+        """Every rank contributes its RNG state; the main process writes the checkpoint. With ``snapshot`` (a stop
+        that dropped the step in flight) the checkpoint is the last completed step: the snapshot's counters, RNG
+        states, model state and buffers with the weights and optimizer state, which no update has changed since."""
         acc = self.accelerator
-        rng_states = gather_object([capture_rng()]) if acc.num_processes > 1 else [capture_rng()]
+        rng = snapshot.rng if snapshot is not None else capture_rng()
+        rng_states = gather_object([rng]) if acc.num_processes > 1 else [rng]
         state: dict[str, Any] = {}
         if acc.is_main_process:
             state = {
-                "progress": vars(self.progress).copy(),
+                "progress": snapshot.progress if snapshot is not None else vars(self.progress).copy(),
                 "optimizers": {k: o.state_dict() for k, o in self.model.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "model": self.model.extra_state(),
+                "model": snapshot.model_state if snapshot is not None else self.model.extra_state(),
                 "rng": rng_states,
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
             }
 
         def write() -> None:
             save_checkpoint(self.run_dir, tag, nets=dict(self.model.nets.items()), state=state,
-                            config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last)
+                            config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last,
+                            buffers=snapshot.buffers if snapshot is not None else None)
 
         # Rank 0's outcome goes to every rank (in place of a barrier): a failed write (disk full) stops them all now,
         # with its reason, instead of leaving the others to train on without checkpoints or to time out.
@@ -339,13 +357,17 @@ class Trainer:
                    desc=opt.name)
         model.train()
         signal_stop = signal_stop or GracefulStop().install()
+        self._signal_stop = signal_stop
+        # One process: a stop is saved at once from a thread of its own (stopping.py); several agree in the loop.
+        watcher = StopWatcher(self._save_on_signal).start() if acc.num_processes == 1 else None
         try:
             interrupted = self._loop(total, steps_per_epoch, tracker, bar, signal_stop)
             self._shut_down_workers()  # from here on, a worker's death cannot interrupt the save
             bar.close()
-            if tracker is not None and not self.guard.bad:
-                self._log_images(tracker)
-            self.save(f"step_{progress.step:08d}")
+            if self._dropped_step is None:
+                if tracker is not None and not self.guard.bad:
+                    self._log_images(tracker)
+                self.save(f"step_{progress.step:08d}")
         except (RuntimeError, ConnectionError, EOFError) as err:
             # A worker killed while it handed a batch over breaks that hand-over (the socket that passes shared
             # memory) instead of raising torch's own report; both mean the same thing.
@@ -354,6 +376,8 @@ class Trainer:
             bar.close()
             raise self._workers_lost(err, signal_stop.requested) from None
         finally:
+            if watcher is not None:
+                watcher.stop()
             bar.close()  # an error ends the bar's line, so that its message starts a line of its own
             signal_stop.restore()
             self._shut_down_workers()  # also when the run fails: no worker may outlive it
@@ -361,18 +385,35 @@ class Trainer:
         self._release_distributed_wrappers()
         acc.end_training()
         if interrupted:
-            acc.print(f"stopped by {interrupted} at step {progress.step}; checkpoint "
-                      f"{self.run_dir / f'step_{progress.step:08d}'} saved, resume with --continue_train")
+            if not self._stop_reported:
+                acc.print(self._stop_line(interrupted))
         else:
             acc.print(f"done: {progress.step} steps, checkpoints in {self.run_dir}")
         return self.run_dir
 
     def _loop(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm, signal_stop: GracefulStop) -> str | None:
-        """Trains until ``total`` steps or a stop signal; returns the signal's name, or None."""
+        """Trains until ``total`` steps or a stop signal; returns the signal's name, or None. A stop that dropped the
+        step in flight (stopping.py) saves the last completed step here (or the watcher thread has)."""
+        progress = self.progress
+        self._interrupted = self._stop_requested(signal_stop)  # a signal during the set-up: stop before the first step
+        try:
+            self._train_steps(total, steps_per_epoch, tracker, bar, signal_stop)
+        except StepAbandoned:
+            self._dropped_step = progress.step + 1
+            if self.window.claim_save():
+                self.save(f"step_{progress.step:08d}", snapshot=self.window.snapshot)
+                self.window.finish_save()
+            else:  # the watcher thread saves it
+                self.window.saved.wait()
+                if self.window.save_error is not None:
+                    raise self.window.save_error
+            return self._stop_requested(signal_stop) or "a signal on another rank"
+        return self._interrupted
+
+    def _train_steps(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm, signal_stop: GracefulStop) -> None:
         opt, acc, model, progress = self.opt, self.accelerator, self.model, self.progress
         epoch_losses: list[float] = []
-        interrupted = self._stop_requested(signal_stop)  # a signal during the set-up: stop before the first step
-        stopped = progress.step >= total or bool(interrupted)
+        stopped = progress.step >= total or bool(self._interrupted)
         while not stopped and progress.epoch < opt.total_epochs:
             self.loader.set_epoch(progress.epoch)
             batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
@@ -380,8 +421,12 @@ class Trainer:
             self._epoch_loader = batches
             for batch in batches:
                 self.guard.begin_step()
+                self.window.mark_clean(self.snapshot())  # until an optimizer updates, a stop drops this step
+                if acc.num_processes == 1 and signal_stop.requested:  # came while the batch was loaded
+                    self.window.abandon_if_clean()
                 ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
                 logs = model.training_step(batch, ctx)
+                self.window.mark_dirty()
                 progress.step += 1
                 progress.batch_in_epoch += 1
                 warning = self.guard.end_step(logs, progress.step)
@@ -404,16 +449,54 @@ class Trainer:
                     self.save(f"step_{progress.step:08d}")
                 if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
                     self._validate()
-                interrupted = self._stop_requested(signal_stop)
+                interrupted = self._interrupted = self._stop_requested(signal_stop)
                 if progress.step >= total or interrupted:
                     stopped = True
                     break
             if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
                 self._end_epoch(epoch_losses)
                 epoch_losses = []
-        return interrupted
 
     # ---- stopping
+    def _stop_line(self, signal_name: str) -> str:
+        step = self.progress.step
+        dropped = f" (step {self._dropped_step} was in progress and is dropped)" if self._dropped_step else ""
+        return (f"stopped by {signal_name} at step {step}; checkpoint {self.run_dir / f'step_{step:08d}'} "
+                f"saved, resume with --continue_train{dropped}")
+
+    def _save_on_signal(self, signal_name: str) -> None:
+        """The watcher thread's work (one process): if the step in flight has not updated any weights yet, save the
+        last completed step now and say so; under a launcher, which kills the process a few seconds after its
+        SIGTERM, also end the process (the step in flight is lost anyway)."""
+        if not self.window.claim_save():
+            return  # an optimizer has updated: the main thread finishes the step and saves at its end
+        snapshot = self.window.snapshot
+        assert snapshot is not None
+        step = snapshot.progress["step"]
+        try:
+            self.save(f"step_{step:08d}", snapshot=snapshot)
+        except BaseException as err:  # noqa: BLE001 -- reported by the main thread
+            self.window.finish_save(err)
+            return
+        self._dropped_step = step + 1
+        self.progress = Progress(**snapshot.progress)
+        self.accelerator.print(self._stop_line(signal_name))
+        self._stop_reported = True
+        sys.stdout.flush()
+        self.window.finish_save()
+        if not started_by_a_launcher():
+            return  # the main thread stops at its next optimizer update or step boundary
+        for tracker in self.accelerator.trackers:
+            writer = getattr(tracker, "writer", None)
+            if writer is not None:
+                writer.flush()
+        for loader in (self.loader, self._epoch_loader):
+            for worker in getattr(getattr(loader, "_iterator", None), "_workers", []):
+                worker.kill()
+        self.run_lock.release()
+        sys.stderr.flush()
+        os._exit(0)
+
     def _shut_down_workers(self) -> None:
         """Ends the DataLoader workers now rather than at exit (torch's own shutdown; the loaders keep them alive
         between epochs). It also stops torch watching them, so a worker that dies later raises nothing here."""
