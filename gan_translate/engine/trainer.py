@@ -47,7 +47,8 @@ from gan_translate.engine.safety import (GracefulStop, GuardedOptimizer, StepGua
                                         ignore_stop_signals, is_worker_failure, stop_when_the_launcher_dies)
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.engine.stopping import Snapshot, StepAbandoned, StepWindow, StopWatcher, copy_buffers
-from gan_translate.errors import UserError
+from gan_translate.data.images import ImageReadError
+from gan_translate.errors import UserError, user_error_in_worker
 from gan_translate.models import StepContext, TranslationModel, create_model
 from gan_translate.nets.layers import configure_nets
 
@@ -368,7 +369,14 @@ class Trainer:
                 if tracker is not None and not self.guard.bad:
                     self._log_images(tracker)
                 self.save(f"step_{progress.step:08d}")
+        except ImageReadError as err:  # read in this process (--num_threads 0)
+            bar.close()
+            raise self._bad_image_stop(str(err)) from None
         except (RuntimeError, ConnectionError, EOFError) as err:
+            bad_image = user_error_in_worker(err) if "ImageReadError" in str(err) else None
+            if bad_image is not None:  # a file that passed the start-up scan fails to decode (truncated data)
+                bar.close()
+                raise self._bad_image_stop(bad_image) from None
             # A worker killed while it handed a batch over breaks that hand-over (the socket that passes shared
             # memory) instead of raising torch's own report; both mean the same thing.
             if not (is_worker_failure(err) or self._a_worker_died()):
@@ -512,6 +520,24 @@ class Trainer:
                 if worker.is_alive():
                     worker.kill()
                     worker.join(timeout=5)
+
+    def _bad_image_stop(self, message: str) -> UserError:
+        """An image that cannot be decoded, met mid-run: with one process the steps done so far are saved (the
+        weights are those of the last completed step: the batch never arrived); one line names the file and the
+        option that skips such files."""
+        self._shut_down_workers()
+        kept = "no checkpoint was written yet"
+        if self.accelerator.num_processes == 1 and self.progress.step > 0:
+            tag = f"step_{self.progress.step:08d}"
+            if not (self.run_dir / tag).is_dir():
+                self.save(tag)
+            kept = f"checkpoint {self.run_dir / tag} saved, resume with --continue_train"
+        else:
+            try:
+                kept = f"the last checkpoint {find_checkpoint(self.run_dir, 'latest')} is kept"
+            except UserError:
+                pass
+        return UserError(f"{message.rstrip('.')} (remove it, or add --skip_bad_images to skip such files); {kept}")
 
     def _a_worker_died(self) -> bool:
         """Whether a DataLoader worker of this run has ended while torch still watches it."""
