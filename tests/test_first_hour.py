@@ -3,15 +3,20 @@ bars within the terminal, files others can read, and test.py's results folders."
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from gan_translate import cli
+from gan_translate.engine.checkpoint import find_checkpoint
+from tests.conftest import REPO, tiny_run
 from tests.test_train import launcher_env
 
 
@@ -57,3 +62,58 @@ def test_a_truncated_image_met_mid_run_is_one_line_and_skip_bad_images_skips_it(
     lines = re.split(r"[\r\n]", skipped.stderr)
     assert any(re.match(r"skipping unreadable image \S*bad\.jpg: file is truncated$", line) for line in lines), \
         skipped.stderr[-3000:]
+
+
+@pytest.fixture
+def umask_022():
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_a_checkpoint_of_one_step_is_written_once_and_shared_files_follow_the_umask(
+        tiny_data: Path, tmp_path: Path, umask_022: None, capsys: pytest.CaptureFixture) -> None:
+    # 4 steps per epoch, 3 epochs: the periodic save of step 12 and the end of training fall on epoch 3's save
+    argv = tiny_run("pix2pix", tiny_data, tmp_path, "dup", "--save_latest_freq", "4", "--save_epoch_freq", "3")
+    assert cli.train_main(argv) == 0
+    run = tmp_path / "dup"
+    assert (run / "step_00000012").is_symlink() and os.readlink(run / "step_00000012") == "epoch_003"
+    assert not (run / "step_00000008").is_symlink()  # a step of its own is a folder of its own
+    assert find_checkpoint(run).resolve() == (run / "epoch_003").resolve()
+    for file in [*run.glob("step_00000008/*"), *run.glob("epoch_003/*")]:
+        assert _mode(file) == 0o644, file
+    # resumed from the link, and tested by either name
+    assert cli.train_main([*argv, "--continue_train", "--max_steps", "13"]) == 0
+    assert f"resumed from {run / 'step_00000012'} at step 12" in capsys.readouterr().out
+    results = tmp_path / "results"
+    common = ["--name", "dup", "--checkpoints_dir", str(tmp_path), "--results_dir", str(results), "--num_threads",
+              "0", "--metrics", "none"]
+    assert cli.test_main([*common, "--epoch", "3"]) == 0
+    assert cli.test_main([*common, "--epoch", "step_00000012"]) == 0
+    images = list((results / "dup" / "test_3" / "images").glob("*.png"))
+    assert images and all(_mode(p) == 0o644 for p in images)
+
+
+def test_results_folders_hold_one_test_each(tiny_data: Path, tmp_path: Path, umask_022: None) -> None:
+    assert cli.train_main(tiny_run("pix2pix", tiny_data, tmp_path, "p2p", "--max_steps", "1")) == 0
+    results = tmp_path / "results"
+    common = ["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--results_dir", str(results), "--num_threads",
+              "0", "--metrics", "none"]
+    assert cli.test_main(common) == 0
+    latest = results / "p2p" / "test_latest" / "images"
+    assert len(list(latest.glob("*_fake_B.png"))) == 2
+    assert cli.test_main([*common, "--eval"]) == 0
+    assert cli.test_main([*common, "--load_size", "20"]) == 0
+    assert len(list((results / "p2p" / "test_latest_eval" / "images").glob("*_fake_B.png"))) == 2
+    assert len(list((results / "p2p" / "test_latest_load20" / "images").glob("*_fake_B.png"))) == 2
+    assert cli.test_main([*common, "--num_test", "1"]) == 0  # the earlier images of this folder are gone
+    assert len(list(latest.glob("*_fake_B.png"))) == 1
+
+
+def test_a_bad_direction_lists_only_the_choices_a_user_can_type(capsys: pytest.CaptureFixture) -> None:
+    assert cli.test_main(["--name", "x", "--direction", "AtoC"]) == 2
+    assert "error: option --direction: 'AtoC' is not one of AtoB, BtoA, both\n" in capsys.readouterr().err

@@ -113,21 +113,24 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
     assert list(only["results"]) == ["BtoA"] and only["results"]["BtoA"] == {"images": 2}
 
 
-@pytest.mark.parametrize("extra, sizes, scale", [
+@pytest.mark.parametrize("extra, sizes, scale, folder", [
     # the runs trained with resize_and_crop 36 -> 32: by default the shorter side goes to 36, aspect ratio kept
-    ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)"),
-    (["--preprocess", "none"], {"wide": (333, 250), "small": (45, 37)}, "native resolution (--preprocess none)"),
-    (["--load_size", "20"], {"wide": (27, 20), "small": (24, 20)}, "shorter side 20 (--load_size 20; trained: "),
+    ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)",
+     "test_latest"),
+    (["--preprocess", "none"], {"wide": (333, 250), "small": (45, 37)}, "native resolution (--preprocess none)",
+     "test_latest_none"),
+    (["--load_size", "20"], {"wide": (27, 20), "small": (24, 20)}, "shorter side 20 (--load_size 20; trained: ",
+     "test_latest_load20"),
 ])
 def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(runs: Path, tmp_path: Path,
                                                                              extra: list[str], sizes: dict,
-                                                                             scale: str) -> None:
+                                                                             scale: str, folder: str) -> None:
     folder = odd_images(tmp_path / "photos")
     for name, mode in (("cyc", "RGB"), ("grey", "L")):
         args = test_args(runs, tmp_path / "r", name, "--dataroot", str(folder), "--dataset_mode", "single",
                          "--direction", "AtoB", *extra)
         assert run_test_command(args) == 0
-        out_dir = tmp_path / "r" / name / "test_latest"
+        out_dir = tmp_path / "r" / name / folder  # each scale has a folder of its own
         for stem, size in sizes.items():
             for role in ("fake_B", "real_A"):  # the input is saved as it was translated
                 image = Image.open(out_dir / "images" / f"{stem}_{role}.png")
@@ -288,7 +291,7 @@ def test_mixed_precision_translates_under_autocast_close_to_fp32(runs: Path, tin
         results = tmp_path / precision
         assert run_test_command(test_args(runs, results, "p2p", "--dataroot", str(tiny_data / "aligned"), "--eval",
                                           "--metrics", "l1", "--mixed_precision", precision)) == 0
-        out_dir = results / "p2p" / "test_latest"
+        out_dir = results / "p2p" / "test_latest_eval"
         images[precision] = read_png(out_dir / "images" / "0000_fake_B.png")
         report = json.loads((out_dir / "metrics.json").read_text())
         assert report["options"]["mixed_precision"] == precision

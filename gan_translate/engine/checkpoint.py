@@ -30,6 +30,7 @@ from torch import nn
 
 from gan_translate.engine.run_lock import this_host, writer_alive
 from gan_translate.errors import UserError
+from gan_translate.file_modes import share_like_umask
 
 LATEST = "LATEST"
 STATE_FILE = "training_state.pt"
@@ -89,6 +90,7 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
     try:
         for name, net in nets.items():
             save_file(net_state(net, (buffers or {}).get(name)), str(tmp / f"net_{name}.safetensors"))
+            share_like_umask(tmp / f"net_{name}.safetensors")  # safetensors writes it private
         torch.save(state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         for child in tmp.iterdir():
@@ -98,7 +100,7 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
             old = run_dir / f".old-{tag}-{writer}"
             os.replace(final, old)
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             os.replace(tmp, final)
         _fsync_dir(run_dir)
@@ -110,12 +112,44 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
     return final
 
 
+def _remove(path: Path) -> None:
+    """Deletes a checkpoint folder, or only the name when it is a link to another checkpoint."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def link_checkpoint(run_dir: Path, tag: str, target: str) -> Path:
+    """Makes ``run_dir/tag`` a second name of checkpoint ``target`` (a relative symbolic link: the same step is
+    written once, e.g. ``step_00000300`` -> ``epoch_005``), and points LATEST at it. Resuming and test.py read it
+    as any other checkpoint; rotating ``tag`` away removes the name only."""
+    final = run_dir / tag
+    tmp = run_dir / f".link-{tag}-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target, target_is_directory=True)
+        if final.exists() and not final.is_symlink():
+            old = run_dir / f".old-{tag}-{this_host()}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(run_dir)
+        write_text_atomic(run_dir / LATEST, tag + "\n")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint {final}: {err.strerror or err}") from None
+    return final
+
+
 def _rotate(run_dir: Path, keep_last: int) -> None:
     steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP_DIR.match(p.name)))
     latest = (run_dir / LATEST).read_text().strip() if (run_dir / LATEST).exists() else ""
     for _, path in steps[:-keep_last]:
         if path.name != latest:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
     remove_stale_scratch(run_dir)
 
 
@@ -133,7 +167,7 @@ def remove_stale_scratch(run_dir: Path) -> list[Path]:
         host, pid = match.group("host") or this_host(), int(match.group("pid"))
         if pid == os.getpid() and host == this_host() or writer_alive(host, pid):
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
         removed.append(path)
     return removed
 

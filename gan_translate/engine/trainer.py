@@ -32,7 +32,8 @@ from gan_translate.config import TrainOptions
 from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
-from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
+from gan_translate.engine.checkpoint import (CONFIG_FILE, find_checkpoint, link_checkpoint, load_net, load_state,
+                                            save_checkpoint)
 from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator, started_by_a_launcher
 from gan_translate.engine.machines import (
     LostMachine,
@@ -209,6 +210,8 @@ class Trainer:
         self._dropped_step: int | None = None  # a stop dropped this step in flight (stopping.py)
         self._stop_reported = False
         self._interrupted: str | None = None
+        self._saved_as: tuple[tuple[int, int, int], str] | None = None  # (step, epoch, batch) of the last save, tag
+        self._step_tag_at_epoch_end: str | None = None
         self._epoch_loader: Any = None  # this epoch's loader (another one when a resumed epoch skips its first batches)
 
     def _set_cpu_threads(self) -> str:
@@ -282,6 +285,14 @@ class Trainer:
         that dropped the step in flight) the checkpoint is the last completed step: the snapshot's counters, RNG
         states, model state and buffers with the weights and optimizer state, which no update has changed since."""
         acc = self.accelerator
+        here = (self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
+        if snapshot is None and self._saved_as is not None and self._saved_as[0] == here:
+            # Nothing changed since the last save (the end of training right after an epoch's): a second name
+            target = self._saved_as[1]
+            rank0_outcome(lambda: link_checkpoint(self.run_dir, tag, target), is_main=acc.is_main_process,
+                          distributed=self.distributed, describe=lambda err: str(err) if isinstance(err, UserError)
+                          else None)
+            return
         rng = snapshot.rng if snapshot is not None else capture_rng()
         rng_states = gather_object([rng]) if acc.num_processes > 1 else [rng]
         state: dict[str, Any] = {}
@@ -310,6 +321,8 @@ class Trainer:
             return f"{what}; the checkpoint before it is kept (free space, then resume with --continue_train)"
 
         rank0_outcome(write, is_main=acc.is_main_process, distributed=self.distributed, describe=failure)
+        if snapshot is None:
+            self._saved_as = (here, tag)
 
     # ---- logging
     def _log_images(self, tracker: Any) -> None:
@@ -454,7 +467,10 @@ class Trainer:
                 if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
                     self._log_images(tracker)
                 if good and progress.step % opt.save_latest_freq == 0:
-                    self.save(f"step_{progress.step:08d}")
+                    if progress.batch_in_epoch >= steps_per_epoch and (progress.epoch + 1) % opt.save_epoch_freq == 0:
+                        self._step_tag_at_epoch_end = f"step_{progress.step:08d}"  # one save, two names (_end_epoch)
+                    else:
+                        self.save(f"step_{progress.step:08d}")
                 if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
                     self._validate()
                 interrupted = self._interrupted = self._stop_requested(signal_stop)
@@ -576,6 +592,9 @@ class Trainer:
         progress.batch_in_epoch = 0
         if progress.epoch % self.opt.save_epoch_freq == 0:
             self.save(f"epoch_{progress.epoch:03d}")
+        if self._step_tag_at_epoch_end:  # the periodic save of the epoch's last step: a name of the epoch's
+            self.save(self._step_tag_at_epoch_end)
+            self._step_tag_at_epoch_end = None
 
     def _release_distributed_wrappers(self) -> None:
         """Puts the bare networks back in ``model.nets`` and drops the accelerator's references, then collects, so
