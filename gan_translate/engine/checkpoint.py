@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gan_translate.engine.run_lock import this_host, writer_alive
-from gan_translate.errors import UserError
+from gan_translate.errors import UserError, quiet_torch_load, torch_load_refusal
 from gan_translate.file_modes import share_like_umask
 
 LATEST = "LATEST"
@@ -233,7 +233,6 @@ def load_state(ckpt_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {ckpt_dir} has no {STATE_FILE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return quiet_torch_load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"refusing to load {path}: not a plain training state ({first[:160]})") from None
+        raise UserError(f"refusing to load {path}: not a plain training state ({torch_load_refusal(err)})") from None

