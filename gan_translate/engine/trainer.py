@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import random
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -122,6 +123,24 @@ def reuse_freed_memory() -> bool:
 # ----------------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+BAR_LOSSES = 3  # loss terms shown on the progress bar; all of them go to TensorBoard and loss_log.txt
+BAR_METER = 52  # what tqdm's own part of the line takes besides the description (percent, counts, times, rate)
+
+
+def bar_postfix(logs: dict[str, float], epoch: int, desc_width: int, columns: int | None = None) -> str:
+    """The bar's postfix: the epoch and the first few loss terms, 3 significant digits, only as many as fit in the
+    terminal beside tqdm's meter (a line longer than the terminal wraps, and every refresh then leaves a line)."""
+    columns = columns or shutil.get_terminal_size().columns
+    budget = columns - desc_width - BAR_METER
+    parts = [f"ep {epoch}"] + [f"{k} {v:.3g}" for k, v in list(logs.items())[:BAR_LOSSES]]
+    shown: list[str] = []
+    for part in parts:
+        if len(" ".join([*shown, part])) > budget:
+            break
+        shown.append(part)
+    return " ".join(shown)
 
 
 @dataclass
@@ -346,6 +365,15 @@ class Trainer:
         if scores:
             self.accelerator.log(scores, step=self.progress.step)
 
+    def _write_loss_line(self, logs: dict[str, float]) -> None:
+        """Every loss term, every --print_freq steps, to ``loss_log.txt`` in the run folder (the bar shows a few)."""
+        if not self.accelerator.is_main_process:
+            return
+        p = self.progress
+        terms = " ".join(f"{k}: {v:.4g}" for k, v in logs.items())
+        with open(self.run_dir / "loss_log.txt", "a") as log:
+            log.write(f"(epoch: {p.epoch + 1}, step: {p.step}) {terms}\n")
+
     def _learning_rates(self) -> dict[str, float]:
         return {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.model.optimizers.items()}
 
@@ -459,8 +487,8 @@ class Trainer:
                     epoch_losses.append(sum(logs.values()))
                 bar.update(1)
                 if progress.step % opt.print_freq == 0 or progress.step == 1:
-                    bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
-                                        " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
+                    bar.set_postfix_str(bar_postfix(logs, progress.epoch + 1, len(bar.desc)), refresh=False)
+                    self._write_loss_line(logs)
                     acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
                              "epoch": progress.epoch + 1}, step=progress.step)
                 good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
