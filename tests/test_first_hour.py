@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +209,26 @@ def test_the_progress_bar_fits_an_80_column_terminal_and_all_losses_go_to_the_lo
     assert len(log) == 3
     assert all(f" {term}: " in log[-1] for term in ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B",
                                                      "idt_B")), log[-1]
+
+
+def test_a_stopped_stylize_writes_the_image_of_its_last_step_and_says_which(tmp_path: Path, umask_022: None) -> None:
+    images = _images(tmp_path / "img", size=48)
+    out = tmp_path / "out.png"
+    log = tmp_path / "stylize.log"
+    with open(log, "w") as stream:
+        proc = subprocess.Popen([sys.executable, "-m", "gan_translate", "stylize", "--content", str(images / "0.png"),
+                                 "--style", str(images / "1.png"), "--out", str(out), "--vgg_weights", "random",
+                                 "--image_size", "48", "--steps", "100000"], cwd=REPO, env=launcher_env(),
+                                stdout=stream, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not re.search(r"\| [1-9]\d*/100000 \[", log.read_text()):
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    text = log.read_text()
+    found = re.findall(r"stopped by SIGTERM at step (\d+) of 100000; wrote (\S+)\n", text)
+    assert len(found) == 1 and "Traceback" not in text, text[-3000:]
+    step, path = int(found[0][0]), Path(found[0][1])
+    assert step >= 1 and path == tmp_path / f"out_{step:05d}.png"
+    assert Image.open(path).size == (48, 48) and _mode(path) == 0o644
