@@ -232,3 +232,11 @@ def test_a_stopped_stylize_writes_the_image_of_its_last_step_and_says_which(tmp_
     step, path = int(found[0][0]), Path(found[0][1])
     assert step >= 1 and path == tmp_path / f"out_{step:05d}.png"
     assert Image.open(path).size == (48, 48) and _mode(path) == 0o644
+
+
+def test_a_run_ending_on_a_periodic_save_keeps_that_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    assert cli.train_main(tiny_run("pix2pix", tiny_data, tmp_path, "end", "--max_steps", "2",
+                                   "--save_latest_freq", "2")) == 0
+    ckpt = tmp_path / "end" / "step_00000002"
+    assert ckpt.is_dir() and not ckpt.is_symlink() and (ckpt / "training_state.pt").is_file()
+    assert find_checkpoint(tmp_path / "end") == ckpt

@@ -308,6 +308,8 @@ class Trainer:
         if snapshot is None and self._saved_as is not None and self._saved_as[0] == here:
             # Nothing changed since the last save (the end of training right after an epoch's): a second name
             target = self._saved_as[1]
+            if target == tag:  # saved already under this name (a periodic save on the last step)
+                return
             rank0_outcome(lambda: link_checkpoint(self.run_dir, tag, target), is_main=acc.is_main_process,
                           distributed=self.distributed, describe=lambda err: str(err) if isinstance(err, UserError)
                           else None)
