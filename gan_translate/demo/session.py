@@ -20,7 +20,8 @@ from PIL import Image
 from gan_translate.data.images import ImageReadError, load_image, pil_to_tensor, probe_image, tensor_to_pil
 from gan_translate.data.transforms import resolve_test_scale
 from gan_translate.errors import UserError
-from gan_translate.inference import Translator, is_bidirectional, load_model, resolve_checkpoint, resolve_device
+from gan_translate.inference import (Translator, generator_stride, is_bidirectional, load_model, resolve_checkpoint,
+                                     resolve_device, resolve_precision)
 from gan_translate.models import model_class
 
 DEFAULT_MAX_MEGAPIXELS = 4.0  # what one request may hand a network: 2048 x 2048 takes seconds on a CPU, GBs of memory
@@ -85,13 +86,16 @@ class Loaded:
     model: torch.nn.Module | None = None
     options: Any = None
     translators: dict[str | None, Translator] = dataclasses.field(default_factory=dict)
+    precision: torch.dtype | None = None  # autocast dtype (--mixed_precision)
+    tile: int = 0  # tiles of this many pixels (--tile; 0 = whole images)
 
     def translator(self, preprocess: str | None) -> Translator:
         """The model at a scale: ``preprocess`` as ``load_translator`` takes it (None = training scale, 'none' =
         native resolution). Both scales share the one model."""
         if preprocess not in self.translators:
-            self.translators[preprocess] = Translator(self.model, self.options,
-                                                      test_scale=resolve_test_scale(self.options, preprocess))
+            scale = resolve_test_scale(self.options, preprocess, stride=generator_stride(self.model))
+            self.translators[preprocess] = Translator(self.model, self.options, test_scale=scale,
+                                                      precision=self.precision, tile=self.tile)
         return self.translators[preprocess]
 
 
@@ -102,12 +106,17 @@ class DemoSession:
         vgg_weights: VGG-19 weights for the stylize entry ('' = torchvision's cache; 'random' for tests only).
         device: 'auto', 'cpu', 'cuda', ...
         max_megapixels: the largest image handed to a network (and the largest upload decoded).
+        mixed_precision: 'no', 'bf16' or 'fp16': runs translate under autocast, as test.py's option.
+        tile: runs' image generators work in tiles of this many pixels (0 = whole images).
     """
 
     def __init__(self, *, vgg_weights: str = "", device: str | None = None,
-                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, mixed_precision: str = "no",
+                 tile: int = 0) -> None:
         self.vgg_weights = vgg_weights
         self.device = resolve_device(device)
+        self.precision = resolve_precision(mixed_precision)
+        self.tile = tile
         self.max_megapixels = max_megapixels
         self.loaded: Loaded | None = None
         # one request at a time touches the model (and its RNG fork); re-entrant: loading releases under it
@@ -134,7 +143,8 @@ class DemoSession:
         if self.loaded is None or self.loaded.key != key:
             self.release()
             model, options, _ = load_model(ckpt, device=self.device)
-            self.loaded = Loaded(key, model=model, options=options)
+            self.loaded = Loaded(key, model=model, options=options, precision=self.precision,
+                                 tile=self.tile if not model.needs_style else 0)
         return self.loaded, ckpt
 
     def _load_vgg(self, last_layer: str, pool: str) -> torch.nn.Module:
@@ -199,8 +209,9 @@ class DemoSession:
         weight, then the content-style trade-off ``alpha``; the images at the translator's scale."""
         tensors = [translator.input_tensor(im, 3) for im in (content, *styles)]
         weights = [1.0 - mix, mix] if len(styles) == 2 else [1.0]
-        out = translator.model.stylize(tensors[0], tensors[1:], weights=weights, alpha=float(alpha))
-        return tensor_to_pil(out[0])
+        with torch.autocast(self.device.type, dtype=translator.precision, enabled=translator.precision is not None):
+            out = translator.model.stylize(tensors[0], tensors[1:], weights=weights, alpha=float(alpha))
+        return tensor_to_pil(out[0].float())
 
     # ---- optimisation (no run: the stylize command's objective)
     def stylize(self, content: str | Path | None, style: str | Path | None, *, loss: str = "gram",

