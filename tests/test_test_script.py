@@ -113,7 +113,7 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
     assert list(only["results"]) == ["BtoA"] and only["results"]["BtoA"] == {"images": 2}
 
 
-@pytest.mark.parametrize("extra, sizes, scale, folder", [
+@pytest.mark.parametrize("extra, sizes, scale, results_folder", [
     # the runs trained with resize_and_crop 36 -> 32: by default the shorter side goes to 36, aspect ratio kept
     ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)",
      "test_latest"),
@@ -127,13 +127,13 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
 ])
 def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(runs: Path, tmp_path: Path,
                                                                              extra: list[str], sizes: dict,
-                                                                             scale: str, folder: str) -> None:
+                                                                             scale: str, results_folder: str) -> None:
     folder = odd_images(tmp_path / "photos")
     for name, mode in (("cyc", "RGB"), ("grey", "L")):
         args = test_args(runs, tmp_path / "r", name, "--dataroot", str(folder), "--dataset_mode", "single",
                          "--direction", "AtoB", *extra)
         assert run_test_command(args) == 0
-        out_dir = tmp_path / "r" / name / folder  # each scale has a folder of its own
+        out_dir = tmp_path / "r" / name / results_folder  # each scale has a folder of its own
         if name == "grey" and not extra:  # unet_32 trained at 36: 36 would pad to 64, so the scale snaps to 32
             sizes, scale = {"wide": (43, 32), "small": (39, 32)}, ("training scale: shorter side 32 (trained: "
                                                                   "resize to 36x36, crop 32; 36 rounded to the nearest "
@@ -317,7 +317,7 @@ def test_tiles_and_precision_from_the_documented_commands(runs: Path, tmp_path: 
                      "--direction", "AtoB", "--preprocess", "none", "--tile", "64", "--tile_overlap", "16",
                      "--mixed_precision", "bf16")
     assert run_test_command(args) == 0
-    out_dir = tmp_path / "r" / "cyc" / "test_latest"
+    out_dir = tmp_path / "r" / "cyc" / "test_latest_none"  # the scale names the folder
     assert Image.open(out_dir / "images" / "wide_fake_B.png").size == (333, 250)
     notes = json.loads((out_dir / "metrics.json").read_text())["notes"]
     assert any("tiles of 64 px (--tile), blended over 16 px" in n for n in notes)
