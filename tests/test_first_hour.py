@@ -39,7 +39,7 @@ def _pairs_with_a_truncated_one(root: Path) -> Path:
 
 def _train(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True,
-                          env=launcher_env(), timeout=600, cwd=tmp_path)
+                          env=launcher_env(), timeout=600, cwd=tmp_path, check=False)
 
 
 SMALL = ["--netG", "unet_32", "--ngf", "8", "--ndf", "8", "--load_size", "32", "--crop_size", "32"]
@@ -133,7 +133,7 @@ def _images(folder: Path, count: int = 2, size: int = 32) -> Path:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: ANN204 -- a pickle that runs code when loaded
+    def __reduce__(self):  # a pickle that runs code when loaded
         return (print, ("this ran",))
 
 
@@ -156,7 +156,7 @@ def test_a_plain_pickle_given_to_import_prints_no_torch_warning(tmp_path: Path) 
     plain.write_bytes(pickle.dumps({"a": [1, 2]}, protocol=4))
     run = subprocess.run([sys.executable, "-m", "gan_translate", "import", "reference", str(plain), "--model",
                           "cyclegan", "--name", "x", "--checkpoints_dir", str(tmp_path)], capture_output=True,
-                         text=True, env=launcher_env(), timeout=300, cwd=REPO)
+                         text=True, env=launcher_env(), timeout=300, cwd=REPO, check=False)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith(f"error: refusing {plain}: ")
 
@@ -196,7 +196,7 @@ def test_the_progress_bar_fits_an_80_column_terminal_and_all_losses_go_to_the_lo
                                                                                   tmp_path: Path) -> None:
     argv = tiny_run("cyclegan", tiny_data, tmp_path, "a_cyclegan_run", "--max_steps", "3")  # 8 loss terms
     run = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True,
-                         env={**launcher_env(), "COLUMNS": "80"}, timeout=600, cwd=tmp_path)
+                         env={**launcher_env(), "COLUMNS": "80"}, timeout=600, cwd=tmp_path, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     bars = [line for line in re.split(r"[\r\n]", run.stderr) if "a_cyclegan_run:" in line]
     with_losses = [line for line in bars if " ep 1 " in line]

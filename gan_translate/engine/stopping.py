@@ -27,8 +27,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -128,7 +129,7 @@ class StopWatcher:
         self._previous_fd: int | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "StopWatcher":
+    def start(self) -> StopWatcher:
         if sys.platform.startswith("win") or threading.current_thread() is not threading.main_thread():
             return self
         self._read_fd, self._write_fd = os.pipe()
