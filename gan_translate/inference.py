@@ -213,8 +213,11 @@ class Translator:
 
     @torch.no_grad()
     def __call__(self, image: Image.Image | str | Path, *, direction: str = "AtoB",
-                 style: Image.Image | str | Path | None = None) -> Image.Image:
+                 style: Image.Image | str | Path | int | None = None,
+                 style_weights: list[float] | None = None) -> Image.Image:
         """Translates ``image``; ``direction`` 'BtoA' uses a CycleGAN's second generator; style models need ``style``.
+        Networks of fixed styles (fast_style) take ``style`` as an index or a name, or ``style_weights`` (a blend,
+        one weight per style, used as given); by default the run's style.
 
         'AtoB' means the way the model was trained (its ``--direction`` already decided which half is the input).
         """
@@ -225,6 +228,8 @@ class Translator:
             raise UserError(f"model {self.model.name} translates one way only (direction AtoB)")
         key, channels, preferred = ("B", o.output_nc, "fake_A") if direction == "BtoA" else ("A", o.input_nc, "fake_B")
         batch: dict[str, Any] = {key: self._tensor(image, channels)}
+        if hasattr(self.model, "mix_for") and (style is not None or style_weights):
+            batch["style_mix"] = self.model.mix_for("" if style is None else style, style_weights)
         if self.model.needs_style:
             if style is None:
                 raise UserError(f"model {self.model.name} needs a style image: t(content, style=image)")

@@ -68,6 +68,10 @@ class TestOptions:
                                "data layout (default: the trained one; single = any folder of images)")
     style_dir: str = opt("", "style images for style-transfer models (default: dataroot/style)")
     num_styles: int = opt(0, "use at most this many style images (0 = all)", minimum=0)
+    style: str = opt("", "networks trained on fixed styles (fast_style): the style to apply, by index or name "
+                         "(default: the run's --style, else the first)")
+    style_weights: str = opt("", "networks trained on fixed styles: a blend, one weight per style, comma-separated "
+                                 "(used as given)")
     num_samples: int = opt(0, "models that generate from a prior (mixgan): also write this many samples", minimum=0)
     metrics: str = opt("psnr,ssim,l1,fid,kid", "comma-separated metrics to compute, or 'none'")
     inception_weights: str = opt("", "Inception for FID/KID: a TorchScript file or the pytorch-fid/torch-fidelity "
@@ -154,6 +158,14 @@ def build_jobs(model: Any, saved: Any, test: TestOptions, *, direction_known: bo
     if model.needs_style:
         return [_style_job(saved, test, generator_stride(model))]
     mode = test.dataset_mode or saved.dataset_mode
+    if mode == "styles":  # a network of fixed styles (fast_style): the photos of content/ (or the folder) as they are
+        mode = "single"
+        root = _dataroot(test, saved, mode)
+        if saved.dataroot in BUILTIN and not test.dataroot:
+            from gan_translate.data.styles import ensure_builtin_styles
+
+            root = ensure_builtin_styles()
+        test = _with_root(test, root / "content" if (root / "content").is_dir() else root)
     if mode not in ("aligned", "unaligned", "single"):
         raise UserError(f"option --dataset_mode: the run was trained with '{mode}'; test with aligned, unaligned "
                         "or single")
@@ -193,6 +205,12 @@ def build_jobs(model: Any, saved: Any, test: TestOptions, *, direction_known: bo
                                   target_folder=None, skip_bad=test.skip_bad_images)
             jobs.append(Job(direction, key, preferred, roles, source))
     return jobs
+
+
+def _with_root(test: TestOptions, root: Path) -> TestOptions:
+    from dataclasses import replace
+
+    return replace(test, dataroot=str(root), dataset_mode="single")
 
 
 def _style_job(saved: Any, test: TestOptions, stride: int) -> Job:
@@ -265,6 +283,13 @@ def run_test(test: TestOptions) -> Path:
         batch_size = 1
         notes.append("BatchNorm in training mode (no --eval) normalises with the statistics of its batch, so each "
                      "image is translated alone; pass --eval to batch")
+    if hasattr(model, "set_style") and (test.style or test.style_weights):
+        weights = [w for w in test.style_weights.split(",") if w.strip()]
+        try:
+            model.set_style(test.style, [float(w) for w in weights])
+        except ValueError:
+            raise UserError(f"option --style_weights: '{test.style_weights}' is not a comma-separated list of "
+                            "numbers") from None
     known = not direction_unknown(ckpt)
     jobs = build_jobs(model, saved, test, direction_known=known)
     if not known and not is_bidirectional(model) and not model.needs_style:
