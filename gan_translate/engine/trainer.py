@@ -489,7 +489,7 @@ class Trainer:
                     epoch_losses.append(sum(logs.values()))
                 bar.update(1)
                 if progress.step % opt.print_freq == 0 or progress.step == 1:
-                    bar.set_postfix_str(bar_postfix(logs, progress.epoch + 1, len(bar.desc)), refresh=False)
+                    bar.set_postfix_str(bar_postfix(logs, progress.epoch + 1, len(opt.name)), refresh=False)
                     self._write_loss_line(logs)
                     acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
                              "epoch": progress.epoch + 1}, step=progress.step)
