@@ -21,7 +21,7 @@ from PIL import Image
 from gan_translate.data.images import load_image
 from gan_translate.demo.runs import (LATEST_CHOICE, STYLIZE, RunInfo, builtin_style_images, checkpoint_choices,
                                      example_images, find_runs, read_run, run_styles)
-from gan_translate.demo.session import Controls, DemoSession, controls_for
+from gan_translate.demo.session import STYLIZE_COMBINATIONS, Controls, DemoSession, controls_for
 from gan_translate.errors import UserError
 from gan_translate.losses.style import STYLE_LOSSES
 
@@ -185,7 +185,7 @@ class DemoApp:
                 direction = gr.Radio(["AtoB", "BtoA"], value="AtoB", label="direction", visible=False)
                 native = gr.Checkbox(False, label="native resolution (else the training scale)", elem_id="native")
             with gr.Row(visible=False) as stylize_group:
-                loss = gr.Dropdown(list(STYLE_LOSSES), value="gram", label="style loss")
+                loss = gr.Dropdown([*STYLE_LOSSES, *STYLIZE_COMBINATIONS], value="gram", label="style loss")
                 image_size = gr.Slider(32, 1024, value=256, step=32, label="image size (longer side)")
                 steps = gr.Slider(1, 1000, value=100, step=1, label="iterations")
                 # guided regions: colour-coded masks (blue, green, black, white, red, yellow, grey, lightblue,

@@ -23,7 +23,15 @@ from gan_translate.errors import UserError
 from gan_translate.inference import (Translator, generator_stride, is_bidirectional, load_model, resolve_checkpoint,
                                      resolve_device, resolve_precision)
 from gan_translate.models import model_class
+from gan_translate.stylize import HISTOGRAM_WEIGHT, LAPLACIAN_WEIGHT
 
+# The stylize entry's choices beyond one style loss: the combinations the papers use -- Risser et al.'s histogram loss
+# beside the Gram loss, Li et al.'s Laplacian term beside it -- as (style losses, Laplacian weight), at the weights
+# docs/stylize.md shows.
+STYLIZE_COMBINATIONS: dict[str, tuple[dict[str, float], float]] = {
+    "gram+histogram": ({"gram": 1.0, "histogram": HISTOGRAM_WEIGHT}, 0.0),
+    "gram+laplacian": ({"gram": 1.0}, LAPLACIAN_WEIGHT),
+}
 DEFAULT_MAX_MEGAPIXELS = 4.0  # what one request may hand a network: 2048 x 2048 takes seconds on a CPU, GBs of memory
 
 
@@ -228,8 +236,10 @@ class DemoSession:
         from gan_translate.stylize import _fit as fit_longer_side
 
         # mmd_gaussian compares random subsets of positions, a noisy objective that L-BFGS handles badly
-        settings = StylizeSettings(image_size=int(image_size), steps=int(steps), style_losses={loss: 1.0},
-                                   optimizer="adam" if loss == "mmd_gaussian" else "lbfgs", save_every=1)
+        losses, laplacian = STYLIZE_COMBINATIONS.get(loss, ({loss: 1.0}, 0.0))
+        settings = StylizeSettings(image_size=int(image_size), steps=int(steps), style_losses=dict(losses),
+                                   laplacian_weight=laplacian, save_every=1,
+                                   optimizer="adam" if loss == "mmd_gaussian" else "lbfgs")
         settings.validate()
         with self._lock:
             start = time.perf_counter()
