@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ EXPORT_FORMATS = ("onnx",)
 
 @dataclass
 class ExportOptions:
-    """Options of ``python -m gan_translate export``."""
+    """Export a trained generator (python -m gan_translate export)."""
 
     name: str = opt("", "the run to export: checkpoints_dir/name (required)")
     checkpoints_dir: str = opt("checkpoints", "where runs are saved")
@@ -102,12 +102,10 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
 def export_command(argv: Sequence[str], prog: str = "python -m gan_translate export") -> int:
     """The ``export`` command."""
     argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        config._build_parser(ExportOptions, prog).print_help()
+    if config.wants_help(argv):
+        config.build_parser(ExportOptions, prog).print_help()
         return 0
-    values: dict[str, Any] = {}
-    config._apply(values, config.parse_cli(ExportOptions, argv, prog), config._field_types(ExportOptions), "")
-    o: ExportOptions = config.validate(ExportOptions, values)
+    o: ExportOptions = config.parse_options(ExportOptions, argv, prog)
     target = export_onnx(Path(o.checkpoints_dir) / o.name, o.output or None, epoch=o.epoch, net=o.net,
                          opset=o.opset)
     print(f"exported {o.net or 'the generator'} of {o.name} to {target}")

@@ -101,13 +101,10 @@ class TestOptions:
 def parse_test_options(argv: Sequence[str], prog: str = "test.py") -> TestOptions:
     """Command line -> validated TestOptions (a mistake is a one-line UserError naming the option)."""
     argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        config._build_parser(TestOptions, prog).print_help()
+    if config.wants_help(argv):
+        config.build_parser(TestOptions, prog).print_help()
         raise SystemExit(0)
-    raw = config.parse_cli(TestOptions, argv, prog)
-    values: dict[str, Any] = {}
-    config._apply(values, raw, config._field_types(TestOptions), "")
-    return config.validate(TestOptions, values)
+    return config.parse_options(TestOptions, argv, prog)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
