@@ -32,7 +32,8 @@ from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
-from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator, started_by_a_launcher
+from gan_translate.engine.distributed import (broadcast_buffers, choose_cpu_threads, make_accelerator,
+                                              started_by_a_launcher)
 from gan_translate.engine.machines import (
     LostMachine,
     check_shared_run_folder,
@@ -382,6 +383,7 @@ class Trainer:
                 self.guard.begin_step()
                 ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
                 logs = model.training_step(batch, ctx)
+                broadcast_buffers(model.nets[k] for k in sorted(model.nets))  # every rank keeps rank 0's statistics
                 progress.step += 1
                 progress.batch_in_epoch += 1
                 warning = self.guard.end_step(logs, progress.step)
@@ -484,15 +486,12 @@ class Trainer:
         """With several processes, compares a digest of every network's weights across ranks and fails if they
         differ (they must not: DDP averages gradients and every rank steps the same optimizer).
 
-        Buffers such as BatchNorm's running statistics are updated by each rank on its own data; DDP overwrites them
-        with rank 0's at every forward, and checkpoints hold rank 0's, so rank 0's are broadcast first.
+        Buffers such as BatchNorm's running statistics are in the digest too: each step ends with rank 0's copied to
+        every rank (``broadcast_buffers``), so they must be identical as well.
         """
         acc = self.accelerator
         if acc.num_processes == 1:
             return
-        for _, net in sorted(self.model.nets.items()):
-            for buffer in getattr(net, "module", net).buffers():
-                torch.distributed.broadcast(buffer.data, src=0)
         digest = hashlib.sha256()
         for name, net in sorted(self.model.nets.items()):
             for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):

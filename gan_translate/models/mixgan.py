@@ -130,19 +130,6 @@ def evaluating(*nets: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-def sync_buffers(*nets: nn.Module) -> None:
-    """With several processes, copies rank 0's buffers (BatchNorm running statistics) to every rank.
-
-    DDP broadcasts buffers only at the start of a wrapped forward, so after each step every rank keeps its own last
-    update; phase 2 and inference use these statistics, which must be the same everywhere.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    for net in nets:
-        for buffer in bare(net).buffers():
-            torch.distributed.broadcast(buffer, src=0)
-
-
 @register_model("mixgan")
 class MixGANModel(TranslationModel):
     """Adversarial autoencoder on the content domain, then a mixture decoder trained against the style domain."""
@@ -250,7 +237,8 @@ class MixGANModel(TranslationModel):
         ctx.backward(loss_adv + rec_l1 * self.opt.lambda_rec)
         self.optimizers["E_G_c"].step()
         set_requires_grad(d_z, True)
-        sync_buffers(enc, dec)
+        # E and G_c's BatchNorm statistics (used by phase 2 and inference) are made rank 0's on every rank by the
+        # trainer after the step (engine.distributed.broadcast_buffers).
 
         self._remember(real_a, batch["B"], z_prior)
         codes = codes.detach()
