@@ -79,6 +79,9 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
     model, options, ckpt = load_model(path, epoch=epoch, device="cpu", eval_mode=True)
     if model.needs_style:
         raise UserError(f"model {model.name} translates with a style image; ONNX export covers one-input generators")
+    if not model.translates_with_one_net:
+        raise UserError(f"model {model.name} translates through several networks ({', '.join(model.inference_nets)}); "
+                        "ONNX export covers one-network generators")
     key = net or model.inference_nets[0]
     if key not in model.inference_nets:
         raise UserError(f"option --net: '{key}' is not an inference network of {model.name} "

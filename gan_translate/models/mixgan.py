@@ -136,6 +136,7 @@ class MixGANModel(TranslationModel):
 
     Options = MixGANOptions
     inference_nets = ("E", "G_c", "G_m")
+    translates_with_one_net = False  # E -> G_c's features -> G_m
     grid_columns = 3
 
     def __init__(self, options: MixGANOptions, *, training: bool = True) -> None:
