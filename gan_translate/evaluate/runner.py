@@ -33,8 +33,9 @@ from gan_translate.evaluate.gallery import GallerySection, write_gallery
 from gan_translate.evaluate.inception import find_inception, load_inception
 from gan_translate.evaluate.metrics import DEFINITIONS, KNOWN_METRICS
 from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_COLUMNS, JobResult, run_job
+from gan_translate.data.datasets import has_images
 from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
-                                            StyleSource, data_options, folder_reals)
+                                            StyleSource, data_options)
 from gan_translate.inference import is_bidirectional, load_model, resolve_device, uses_batch_stats
 
 __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
@@ -157,29 +158,28 @@ def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
         in_nc, out_nc = (saved.output_nc, saved.input_nc) if reverse else (saved.input_nc, saved.output_nc)
         count = test.num_test
         if mode == "aligned":
-            source = AlignedSource(data, root / test.phase, count=count, reverse=reverse,
-                                   skip_bad=test.skip_bad_images)
+            source = AlignedSource(data, count=count, reverse=reverse, skip_bad=test.skip_bad_images)
             jobs.append(Job(direction, key, preferred, roles, source))
         elif mode == "unaligned":
-            src, dst = root / f"{test.phase}{direction[0]}", root / f"{test.phase}{direction[-1]}"
+            src, dst = f"{test.phase}{direction[0]}", f"{test.phase}{direction[-1]}"
             source = FolderSource(data, src, count=count, in_channels=in_nc, out_channels=out_nc, target_folder=dst,
                                   skip_bad=test.skip_bad_images)
-            reals = folder_reals(data, dst, out_nc, count) if dst.is_dir() else None
-            notes = [] if dst.is_dir() else [f"{direction}: {dst} not found, so FID/KID have no reference"]
-            jobs.append(Job(direction, key, preferred, roles, source, reals, notes))
+            found = has_images(str(root), dst)
+            notes = [] if found else [f"{direction}: {root / dst} not found, so FID/KID have no reference"]
+            jobs.append(Job(direction, key, preferred, roles, source, source.reals(count), notes))
         else:
-            source = FolderSource(data, root, count=count, in_channels=in_nc, out_channels=out_nc,
+            source = FolderSource(data, None, count=count, in_channels=in_nc, out_channels=out_nc,
                                   target_folder=None, skip_bad=test.skip_bad_images)
             jobs.append(Job(direction, key, preferred, roles, source))
     return jobs
 
 
 def _style_job(saved: Any, test: TestOptions) -> Job:
-    root = Path(test.dataroot or saved.dataroot).expanduser()
-    content = root / "content" if (root / "content").is_dir() else root
-    styles = Path(test.style_dir).expanduser() if test.style_dir else root / "style"
-    if not test.style_dir and not styles.is_dir():
-        raise UserError(f"option --style_dir: model {saved.model} needs style images (no {styles})")
+    root = str(Path(test.dataroot or saved.dataroot).expanduser())
+    content = (root, "content" if has_images(root, "content") else None)
+    styles = (str(Path(test.style_dir).expanduser()), None) if test.style_dir else (root, "style")
+    if not test.style_dir and not has_images(root, "style"):
+        raise UserError(f"option --style_dir: model {saved.model} needs style images (no {Path(root) / 'style'})")
     data = data_options(saved, seed=test.seed, skip_bad_images=test.skip_bad_images,
                         **test_scale(saved, test).as_options())  # content and style images alike
     source = StyleSource(data, content, styles, count=test.num_test, num_styles=test.num_styles,
