@@ -356,15 +356,20 @@ MODEL_HELP_EPILOG = """Defaults shown are the model's: options/{model}.yaml (the
 saved config.yaml instead of the files."""
 
 
-def model_help(options_cls: type, model: str, argv: Sequence[str], prog: str = "train.py") -> str:
-    """The --help text of a model: each option with the default the model's run will use."""
+def model_help_parser(options_cls: type, model: str, argv: Sequence[str], prog: str = "train.py") -> CommandParser:
+    """The parser whose --help shows a model's options with the defaults its run will use: its YAML's over the
+    dataclass's (and the presets that follow from ``argv``, e.g. CUT's --mode), the quick preset's noted."""
     cli = parse_cli(options_cls, [a for a in argv if a not in ("-h", "--help")], prog)
     paper = model_defaults(options_cls, model, cli, quick=False)
     quick = model_defaults(options_cls, model, cli, quick=True)
     paper["model"] = model
     notes = {k: f"quick preset: {v}" for k, v in quick.items() if paper.get(k, _default_of(options_cls, k)) != v}
-    epilog = MODEL_HELP_EPILOG.format(model=model)
-    return build_parser(options_cls, prog, defaults=paper, notes=notes, epilog=epilog).format_help()
+    return build_parser(options_cls, prog, defaults=paper, notes=notes, epilog=MODEL_HELP_EPILOG.format(model=model))
+
+
+def model_help(options_cls: type, model: str, argv: Sequence[str], prog: str = "train.py") -> str:
+    """The --help text of a model (``model_help_parser``)."""
+    return model_help_parser(options_cls, model, argv, prog).format_help()
 
 
 def _default_of(options_cls: type, name: str) -> Any:
