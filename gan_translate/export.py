@@ -89,7 +89,8 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
     channels = options.output_nc if key == "G_B" else options.input_nc
     target = Path(output) if output else ckpt / f"net_{key}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    graph = exportable(model.nets[key])
+    # a model whose network takes more than the image (fast_style: its style) exports its own one-input graph
+    graph = model.exportable(key) if hasattr(model, "exportable") else exportable(model.nets[key])
     example = torch.zeros(1, channels, *example_size)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     # The TorchScript-based exporter: it traces the shape arithmetic of StridePadded symbolically in about a second;

@@ -9,13 +9,18 @@
     full = load_translator("checkpoints/facades_pix2pix", preprocess="none")   # native resolution
     small = load_translator("checkpoints/facades_pix2pix", load_size=128)      # shorter side 128
     horse = load_translator("checkpoints/h2z")(zebra, direction="BtoA")   # CycleGAN: the second generator
+    fast = load_translator("checkpoints/facades_pix2pix", mixed_precision="bf16")   # autocast, as test.py's option
+    big = load_translator("checkpoints/h2z", preprocess="none", tile=512)  # a 4096x4096 photo in bounded memory
     art = load_translator("checkpoints/adain")(photo, style=painting)     # style models take a style image
 
 The scale (``load_translator(preprocess=..., load_size=...)``, as test.py's options of the same names):
   preprocess=None   the training scale (default): each input is resized as the training preprocess resized it,
                     keeping its aspect ratio and its whole field of view (no crop, no flip), so objects have the
                     size the model learned. resize_and_crop -> shorter side load_size; scale_width(_and_crop) ->
-                    width load_size; crop and none -> native resolution. ``load_size`` replaces the trained size.
+                    width load_size; crop and none -> native resolution. For generators with a large stride the
+                    trained size is rounded to the nearest multiple of the stride where padding up would cost more
+                    than 1/8 of the side (unet_256 trained at 286: 256, not 286 padded to 512).
+                    ``load_size`` replaces the trained size (kept as given).
   preprocess="none" native resolution (the generators pad to their stride and crop back).
   any other mode    that preprocessing (resize_and_crop, crop, scale_width, scale_width_and_crop, scale_shortside);
                     crops are seeded, never flipped.
@@ -39,12 +44,43 @@ from torch import nn
 
 from gan_translate.config import load_options, read_yaml
 from gan_translate.data import TestScale, build_transform, get_params, resolve_test_scale, tensor_to_pil
-from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net
+from gan_translate.engine.checkpoint import CONFIG_FILE, STATE_FILE, find_checkpoint, load_net
 from gan_translate.errors import UserError
 from gan_translate.models import TranslationModel, model_class
+from gan_translate.nets import bare
+from gan_translate.tiles import tiled_generators
 
 __all__ = ["Translator", "load_translator", "load_model", "resolve_checkpoint", "resolve_device", "uses_batch_stats",
-           "is_bidirectional"]
+           "is_bidirectional", "generator_stride", "direction_unknown", "PRECISIONS", "resolve_precision"]
+
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(name: str | None) -> torch.dtype | None:
+    """'no' / None -> None (fp32); 'bf16', 'fp16' -> the autocast dtype."""
+    if name in (None, ""):
+        return None
+    if name not in PRECISIONS:
+        raise UserError(f"option --mixed_precision: '{name}' is not one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
+def generator_stride(model: TranslationModel) -> int:
+    """The largest stride among the model's inference networks (inputs are padded to multiples of it)."""
+    return max([int(getattr(bare(model.nets[k]), "stride", 1)) for k in model.inference_nets] or [1])
+
+
+def direction_unknown(ckpt: Path) -> bool:
+    """True for a checkpoint imported from a lone generator file: nothing recorded which way it was trained."""
+    path = Path(ckpt) / STATE_FILE
+    if not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable state says nothing about the direction; loading the weights decides
+        return False
+    imported = state.get("imported") if isinstance(state, dict) else None
+    return isinstance(imported, dict) and imported.get("direction") == "unknown"
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -128,17 +164,24 @@ class Translator:
         seed: fixes dropout noise (pix2pix keeps dropout on at test time unless ``eval_mode``) and crops, if any;
             None leaves dropout random.
         test_scale: how inputs are resized (``resolve_test_scale``); None = the run's training scale.
+        precision: translate under autocast in this dtype (``torch.bfloat16``, ``torch.float16``); None = fp32.
+        tile: run the image generators in tiles of this many pixels (0 = whole images); see ``gan_translate.tiles``.
+        tile_overlap: pixels neighbouring tiles share and blend over (None = an eighth of the tile).
 
     Attributes:
         scale: a sentence saying which scale is used, e.g. 'training scale: shorter side 256 (...)'.
     """
 
     def __init__(self, model: TranslationModel, options: Any, *, seed: int | None = 0,
-                 test_scale: TestScale | None = None) -> None:
+                 test_scale: TestScale | None = None, precision: torch.dtype | None = None, tile: int = 0,
+                 tile_overlap: int | None = None) -> None:
         self.model = model
         self.options = options
         self.seed = seed
-        self.test_scale = test_scale if test_scale is not None else resolve_test_scale(options)
+        self.test_scale = test_scale if test_scale is not None else resolve_test_scale(
+            options, stride=generator_stride(model))
+        self.precision = precision
+        self.tile, self.tile_overlap = tile, tile_overlap
 
     @property
     def scale(self) -> str:
@@ -170,8 +213,11 @@ class Translator:
 
     @torch.no_grad()
     def __call__(self, image: Image.Image | str | Path, *, direction: str = "AtoB",
-                 style: Image.Image | str | Path | None = None) -> Image.Image:
+                 style: Image.Image | str | Path | int | None = None,
+                 style_weights: list[float] | None = None) -> Image.Image:
         """Translates ``image``; ``direction`` 'BtoA' uses a CycleGAN's second generator; style models need ``style``.
+        Networks of fixed styles (fast_style) take ``style`` as an index or a name, or ``style_weights`` (a blend,
+        one weight per style, used as given); by default the run's style.
 
         'AtoB' means the way the model was trained (its ``--direction`` already decided which half is the input).
         """
@@ -182,6 +228,8 @@ class Translator:
             raise UserError(f"model {self.model.name} translates one way only (direction AtoB)")
         key, channels, preferred = ("B", o.output_nc, "fake_A") if direction == "BtoA" else ("A", o.input_nc, "fake_B")
         batch: dict[str, Any] = {key: self._tensor(image, channels)}
+        if hasattr(self.model, "mix_for") and (style is not None or style_weights):
+            batch["style_mix"] = self.model.mix_for("" if style is None else style, style_weights)
         if self.model.needs_style:
             if style is None:
                 raise UserError(f"model {self.model.name} needs a style image: t(content, style=image)")
@@ -190,10 +238,15 @@ class Translator:
         if self.seed is not None:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
-                out = _first_output(self.model.translate(batch), preferred)
+                out = self._translate(batch, preferred)
         else:
-            out = _first_output(self.model.translate(batch), preferred)
-        return tensor_to_pil(out[0])
+            out = self._translate(batch, preferred)
+        return tensor_to_pil(out[0].float())
+
+    def _translate(self, batch: dict[str, Any], preferred: str) -> torch.Tensor:
+        with tiled_generators(self.model, self.tile, self.tile_overlap), \
+                torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
+            return _first_output(self.model.translate(batch), preferred)
 
 
 class _NoFlip:
@@ -206,7 +259,8 @@ class _NoFlip:
 
 def load_translator(path: str | Path, *, epoch: str = "latest", device: str | torch.device | None = None,
                     eval_mode: bool = False, preprocess: str | None = None, load_size: int | None = None,
-                    seed: int | None = 0) -> Translator:
+                    seed: int | None = 0, mixed_precision: str = "no", tile: int = 0,
+                    tile_overlap: int | None = None) -> Translator:
     """``load_translator("checkpoints/NAME")(pil_image) -> pil_image`` at the run's training scale.
 
     Args:
@@ -216,7 +270,14 @@ def load_translator(path: str | Path, *, epoch: str = "latest", device: str | to
         load_size: replaces the trained resize size (with preprocess None: the shorter side, or the width for runs
             trained with scale_width).
         seed: see ``Translator``.
+        mixed_precision: 'no' (fp32), 'bf16' or 'fp16': autocast around the translation, as test.py's option.
+        tile, tile_overlap: translate in tiles of ``tile`` pixels (0 = whole images), neighbours blended over
+            ``tile_overlap`` pixels (None = an eighth of the tile); for images too large to translate at once.
     """
+    precision = resolve_precision(mixed_precision)
+    if tile < 0 or (tile_overlap is not None and tile_overlap < 0):
+        raise UserError("option --tile: sizes must be positive (0 = no tiles)")
     model, options, _ = load_model(path, epoch=epoch, device=device, eval_mode=eval_mode)
-    scale = resolve_test_scale(options, preprocess, load_size or 0)
-    return Translator(model, options, seed=seed, test_scale=scale)
+    scale = resolve_test_scale(options, preprocess, load_size or 0, stride=generator_stride(model))
+    return Translator(model, options, seed=seed, test_scale=scale, precision=precision, tile=tile,
+                      tile_overlap=tile_overlap)

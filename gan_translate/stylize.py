@@ -43,6 +43,8 @@ from gan_translate.config import CommandParser
 from gan_translate.data.colour import combine_luminance, luminance, match_colour, match_luminance
 from gan_translate.data.images import load_image, pil_to_tensor, save_image
 from gan_translate.errors import UserError
+from gan_translate.losses.guided import GUIDE_MODES, GuidedGramLoss, propagate_guides
+from gan_translate.losses.matting import matting_loss
 from gan_translate.losses.style import STYLE_LOSSES, StyleLoss, content_loss, tv_loss
 from gan_translate.nets.vgg import LAYER_NAMES, RANDOM_WEIGHTS, VGG19, VGG_KINDS, build_vgg19, check_layers
 
@@ -80,6 +82,10 @@ class StylizeSettings:
     pool: str = "avg"
     seed: int = 0
     save_every: int = 0
+    # spatial control and photorealism (gan_translate.stylize_control): used when guides / a Laplacian are given
+    guide_mode: str = "auto"  # simple | all | inside; auto = inside for one style image, simple for one per region
+    guide_grow: int = 0  # widen (> 0) or erode (< 0) every layer's guides by that many cells
+    matting_weight: float = 0.0  # Luan et al.'s photorealism term lambda * sum_c V_c^T L V_c (their lambda: 1e4)
 
     def validate(self) -> None:
         """One-line UserErrors naming the option."""
@@ -99,6 +105,9 @@ class StylizeSettings:
             (self.mrf_patch_size >= 1 and self.mrf_stride >= 1 and self.mrf_style_stride >= 1,
              "options --mrf_patch_size/--mrf_stride/--mrf_style_stride must be at least 1"),
             (self.save_every >= 0, "option --save_every: must not be negative"),
+            (self.guide_mode in ("auto", *GUIDE_MODES),
+             f"option --guide_mode: '{self.guide_mode}' is not one of auto, {', '.join(GUIDE_MODES)}"),
+            (self.matting_weight >= 0, "option --matting_weight: must not be negative"),
             (min(self.shift_deltas, default=0) >= 0, "option --shift_deltas: deltas must not be negative"),
         ]
         for ok, message in checks:
@@ -186,11 +195,16 @@ class GatysObjective:
         content: (1, 3, H, W) in [-1, 1].
         styles: style images (1, 3, H', W'), any sizes.
         style_weights: blending weights of the style images (normalised to sum 1).
+        guides: spatial control: the content's guides (R, H, W) and each style image's (R, H', W'), in [0, 1]; the
+            Gram loss becomes the guided Gram loss (``losses.guided``).
+        laplacian: the content's matting Laplacian (sparse (H W, H W)): adds ``matting_weight`` x the matting loss.
     """
 
     def __init__(self, vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                 style_weights: Sequence[float], settings: StylizeSettings) -> None:
-        self.vgg, self.settings = vgg, settings
+                 style_weights: Sequence[float], settings: StylizeSettings, *,
+                 guides: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None,
+                 laplacian: torch.Tensor | None = None) -> None:
+        self.vgg, self.settings, self.laplacian = vgg, settings, laplacian
         total = float(sum(style_weights))
         blend = [w / total for w in style_weights]
         self.content_terms = list(zip(settings.content_layers,
@@ -204,11 +218,13 @@ class GatysObjective:
         self.content_targets = {layer: content_feats[layer].detach() for layer, _ in self.content_terms}
         self.style_terms: list[_StyleTerm] = []
         deltas = dict(zip(settings.style_layers, settings.deltas()))
+        guided = _layer_guides(vgg, guides, settings, len(styles)) if guides is not None else None
         for kind, type_weight in settings.style_losses.items():
             pairs = (zip(settings.mrf_layers, mrf_weights) if kind == "mrf"
                      else zip(settings.style_layers, style_layer_weights))
             for layer, layer_weight in pairs:
-                loss = _style_loss(kind, settings, deltas.get(layer, 0))
+                loss = (GuidedGramLoss(guided[0][layer], [g[layer] for g in guided[1]]) if guided and kind == "gram"
+                        else _style_loss(kind, settings, deltas.get(layer, 0)))
                 targets = loss.targets([f[layer] for f in style_feats], blend)
                 self.style_terms.append(_StyleTerm(kind, layer, type_weight * layer_weight, loss, targets))
 
@@ -226,8 +242,26 @@ class GatysObjective:
             parts[term.kind] = parts.get(term.kind, image.new_zeros(())) + s.style_weight * term.weight * value
         if s.tv_weight:
             parts["tv"] = s.tv_weight * tv_loss(image)
+        if s.matting_weight and self.laplacian is not None:
+            parts["matting"] = s.matting_weight * matting_loss(image, self.laplacian)
         total = sum(parts.values(), image.new_zeros(()))
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _layer_guides(vgg: VGG19, guides: tuple[torch.Tensor, Sequence[torch.Tensor]], settings: StylizeSettings,
+                  n_styles: int) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The image guides carried to every style layer's map, for the content and for each style image."""
+    if set(settings.style_losses) - {"gram"}:
+        raise UserError("options --content_mask/--style_masks: guided regions work with the gram style loss only "
+                        f"(--style_loss {','.join(settings.style_losses)})")
+    mode = settings.guide_mode if settings.guide_mode != "auto" else ("inside" if n_styles == 1 else "simple")
+    names = LAYER_NAMES[: len(vgg.features)]
+    device = vgg.input_weight.device
+
+    def carry(g: torch.Tensor) -> dict[str, torch.Tensor]:
+        return propagate_guides(g.to(device), vgg.features, names, settings.style_layers, mode, settings.guide_grow)
+
+    return carry(guides[0]), [carry(g) for g in guides[1]]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -271,11 +305,14 @@ def _initial_image(kind: str, content: torch.Tensor, style: torch.Tensor, seed: 
 
 def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StylizeSettings, *,
             style_weights: Sequence[float] | None = None, progress: bool = True,
-            callback: Callable[[int, torch.Tensor], None] | None = None) -> StylizeResult:
+            callback: Callable[[int, torch.Tensor], None] | None = None,
+            guides: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None, laplacian: torch.Tensor | None = None,
+            init_image: torch.Tensor | None = None) -> StylizeResult:
     """Optimises an image that has ``content``'s content and the style of ``styles`` (all (1, 3, h, w), [-1, 1], at
     the working size; ``preserve_color`` must already have been applied to them -- see ``prepare_images``).
 
-    ``callback(step, image)`` runs after every ``settings.save_every``-th step.
+    ``callback(step, image)`` runs after every ``settings.save_every``-th step. ``guides`` and ``laplacian``: see
+    ``GatysObjective``; ``init_image`` (content's size) replaces ``settings.init`` (the coarse-to-fine schedule).
 
     Raises:
         UserError: bad settings, or the loss became NaN/inf (the message suggests a lower learning rate).
@@ -284,8 +321,9 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
     weights = list(style_weights) if style_weights else [1.0] * len(styles)
     if len(weights) != len(styles) or min(weights) < 0 or sum(weights) <= 0:
         raise UserError(f"option --style_weights: need {len(styles)} non-negative weights with a positive sum")
-    objective = GatysObjective(vgg, content, styles, weights, settings)
-    image = _initial_image(settings.init, content, styles[0], settings.seed).requires_grad_(True)
+    objective = GatysObjective(vgg, content, styles, weights, settings, guides=guides, laplacian=laplacian)
+    image = (init_image.detach().clone(memory_format=torch.contiguous_format) if init_image is not None
+             else _initial_image(settings.init, content, styles[0], settings.seed)).requires_grad_(True)
     optimizer = OPTIMIZERS[settings.optimizer]([image], settings.lr)
     parts: dict[str, float] = {}
 
@@ -438,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     a("--seed", type=int, default=d.seed, help="noise init and Gaussian-MMD sampling (default: 0)")
     a("--quiet", action="store_true", help="no progress bar")
+    from gan_translate.stylize_control import add_control_options
+
+    add_control_options(p)
     return p
 
 
@@ -464,8 +505,17 @@ def run(argv: Sequence[str]) -> int:
         style_layer_weights=args.style_layer_weights, mrf_layers=args.mrf_layers, shift_deltas=args.shift_deltas,
         poly_c=args.poly_c, gaussian_samples=args.gaussian_samples, mrf_patch_size=args.mrf_patch_size,
         mrf_stride=args.mrf_stride, mrf_style_stride=args.mrf_style_stride, preserve_color=args.preserve_color,
-        pool=args.pool, seed=args.seed, save_every=args.save_every)
+        pool=args.pool, seed=args.seed, save_every=args.save_every, guide_mode=args.guide_mode,
+        guide_grow=args.guide_grow)
+    from gan_translate import stylize_control as control
+
+    controls = control.controls_from_args(args)
+    if controls.photorealistic:
+        settings = control.photorealistic_settings(settings)
+    settings.matting_weight = (args.matting_weight if args.matting_weight >= 0
+                               else control.default_matting_weight(controls.photorealistic))
     settings.validate()
+    controls.validate(len(args.style))
     if args.style_weights is not None and len(args.style_weights) != len(args.style):
         raise UserError(f"option --style_weights: {len(args.style_weights)} weights for {len(args.style)} style images")
     out = Path(args.out)
@@ -491,8 +541,13 @@ def run(argv: Sequence[str]) -> int:
         path = out.with_name(f"{out.stem}_{step:05d}{out.suffix}")
         save_image(finish(image, original, settings.preserve_color)[0], path)
 
-    result = stylize(vgg, content, styles, settings, style_weights=args.style_weights, progress=not args.quiet,
-                     callback=save)
+    if controls.active or settings.matting_weight > 0:
+        result = control.run_controlled(vgg, settings, controls, args.content, args.style,
+                                        style_weights=args.style_weights, device=device, progress=not args.quiet,
+                                        callback=save)
+    else:
+        result = stylize(vgg, content, styles, settings, style_weights=args.style_weights, progress=not args.quiet,
+                         callback=save)
     save_image(finish(result.image, original, settings.preserve_color)[0], out)
     print(f"wrote {out} ({original.shape[-1]}x{original.shape[-2]}); loss {result.losses[0]:.4g} -> "
           f"{result.losses[-1]:.4g}", file=sys.stderr)

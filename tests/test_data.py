@@ -411,8 +411,33 @@ def test_test_scale_follows_the_training_resize_with_the_aspect_ratio_kept(train
     assert tuple(sample.shape[1:]) == (size[1], size[0])
 
 
+@pytest.mark.parametrize("netG_stride, load, expected", [
+    (256, 286, 256),  # unet_256 at the paper's 286: padding to 512 would be 3/4 reflection
+    (128, 286, 256),  # unet_128: 384 would pad by a third
+    (4, 286, 286),    # ResNets pad 286 -> 288: kept
+    (256, 400, 512),  # nearest, also upwards
+    (1, 37, 37),
+])
+def test_training_scale_snaps_to_a_large_stride(netG_stride: int, load: int, expected: int) -> None:
+    scale = resolve_test_scale(make_opt(preprocess="resize_and_crop", load_size=load, crop_size=32),
+                               stride=netG_stride)
+    assert (scale.preprocess, scale.load_size) == ("scale_shortside", expected)
+    assert (f"{load} rounded to the nearest multiple" in scale.description) == (expected != load)
+    # a size the user gives is kept as given
+    assert resolve_test_scale(make_opt(load_size=load, crop_size=32), None, load, stride=netG_stride).load_size == load
+
+
+def test_reference_test_sizes_resize_to_a_square_as_its_test_does() -> None:
+    """The reference's test sets load_size = crop_size: ``--load_size N --crop_size N`` (or ``--crop_size N``) resizes
+    every input to N x N, aspect ratio not kept."""
+    for asked in ((None, 256, 256), (None, 0, 256)):
+        scale = resolve_test_scale(make_opt(load_size=286, crop_size=256), *asked, stride=256)
+        assert (scale.preprocess, scale.load_size, scale.crop_size) == ("resize_and_crop", 256, 256)
+        assert scale.size_for((600, 400)) == (256, 256) and "as the reference test.py does" in scale.description
+
+
 @pytest.mark.parametrize("asked, message", [
-    ((None, 0, 16), "option --crop_size: the test translates whole images at the training scale (no crop)"),
+    ((None, 8, 16), "option --crop_size: 16 is larger than --load_size 8"),
     (("none", 64, 0), "option --load_size: --preprocess none does not use it (native resolution)"),
     (("crop", 64, 0), "option --load_size: --preprocess crop does not use it"),
     (("resize_and_crop", 32, 64), "option --crop_size: 64 is larger than --load_size 32"),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -188,3 +189,36 @@ def test_mismatched_files_say_what_they_resemble(tmp_path: Path, capsys: pytest.
         assert len(err) == 1 and name in err[0], err
         for phrase in phrases:
             assert phrase in err[0]
+
+
+def test_lone_pix2pix_generator_tests_with_the_reference_test_command(tiny_data: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Published pix2pix weights as the reference documents them: import the lone G, then its test command
+    ``test.py --name ip --dataroot D --direction BtoA --eval`` with its habit ``--load_size N --crop_size N``. The
+    generator does not know its direction: it translates the way asked, said in one line; outputs agree with the
+    reference network's on the B halves."""
+    torch.manual_seed(1)
+    net = randomize(RefUnetGenerator(3, 3, 5, 4, "batch", use_dropout=True), seed=2)
+    torch.save(net.state_dict(), tmp_path / "latest_net_G.pth")
+    assert _import(str(tmp_path / "latest_net_G.pth"), "--model", "pix2pix", "--name", "ip",
+                   "--checkpoints_dir", str(tmp_path / "ck")) == 0
+    assert "direction: not recorded with a lone generator" in capsys.readouterr().out
+    results = tmp_path / "results"
+    assert main(["test", "--name", "ip", "--checkpoints_dir", str(tmp_path / "ck"), "--dataroot",
+                 str(tiny_data / "aligned"), "--direction", "BtoA", "--eval", "--load_size", "32", "--crop_size", "32",
+                 "--results_dir", str(results), "--metrics", "l1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("does not record which way it was trained: it translates BtoA as asked") == 1
+    report = (results / "ip" / "test_latest" / "metrics.json").read_text()
+    assert '"BtoA"' in report and "resize to 32x32 as the reference test.py does" in report
+    for path in sorted((tiny_data / "aligned" / "test").glob("*.png")):
+        pair = Image.open(path).convert("RGB")
+        half = pair.crop((pair.width // 2, 0, pair.width, pair.height))  # B, the right half, is the input
+        x = torch.from_numpy(np.asarray(half, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        theirs = ((_source(net, x, eval_mode=True)[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
+        ours = np.asarray(Image.open(results / "ip" / "test_latest" / "images" / f"{path.stem}_fake_B.png"))
+        assert np.abs(ours.astype(np.float32) - theirs).max() <= 1  # one 8-bit level (rounding)
+    # AtoB works too: nothing recorded forbids it
+    assert main(["test", "--name", "ip", "--checkpoints_dir", str(tmp_path / "ck"), "--dataroot",
+                 str(tiny_data / "aligned"), "--direction", "AtoB", "--eval", "--results_dir", str(results),
+                 "--metrics", "none"]) == 0

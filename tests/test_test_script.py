@@ -118,6 +118,9 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
     ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)"),
     (["--preprocess", "none"], {"wide": (333, 250), "small": (45, 37)}, "native resolution (--preprocess none)"),
     (["--load_size", "20"], {"wide": (27, 20), "small": (24, 20)}, "shorter side 20 (--load_size 20; trained: "),
+    # the reference's test command: every input resized to 24x24
+    (["--load_size", "24", "--crop_size", "24"], {"wide": (24, 24), "small": (24, 24)},
+     "resize to 24x24 as the reference test.py does"),
 ])
 def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(runs: Path, tmp_path: Path,
                                                                              extra: list[str], sizes: dict,
@@ -128,6 +131,10 @@ def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(run
                          "--direction", "AtoB", *extra)
         assert run_test_command(args) == 0
         out_dir = tmp_path / "r" / name / "test_latest"
+        if name == "grey" and not extra:  # unet_32 trained at 36: 36 would pad to 64, so the scale snaps to 32
+            sizes, scale = {"wide": (43, 32), "small": (39, 32)}, ("training scale: shorter side 32 (trained: "
+                                                                  "resize to 36x36, crop 32; 36 rounded to the nearest "
+                                                                  "multiple of the generator stride 32")
         for stem, size in sizes.items():
             for role in ("fake_B", "real_A"):  # the input is saved as it was translated
                 image = Image.open(out_dir / "images" / f"{stem}_{role}.png")
@@ -139,7 +146,8 @@ def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(run
 
 
 def test_sizes_a_scale_does_not_use_are_refused(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    for extra, message in ((["--crop_size", "16"], "option --crop_size: the test translates whole images"),
+    for extra, message in ((["--load_size", "8", "--crop_size", "16"], "option --crop_size: 16 is larger than "
+                                                                          "--load_size 8"),
                            (["--preprocess", "none", "--load_size", "16"], "option --load_size: --preprocess none "
                                                                            "does not use it")):
         assert run_test_command(test_args(runs, tmp_path / "r", "p2p", *extra)) == 2
@@ -189,11 +197,12 @@ def test_script_exit_code_in_a_subprocess(runs: Path, tmp_path: Path) -> None:
 
 def test_load_translator_scales_any_size_and_channels(runs: Path) -> None:
     t = load_translator(runs / "p2p", device="cpu")
-    assert t.scale == "training scale: shorter side 36 (trained: resize to 36x36, crop 32)"
+    assert t.scale.startswith("training scale: shorter side 32 (trained: resize to 36x36, crop 32; 36 rounded")
     assert t.options.load_size == 36 and t.options.netG == "unet_32"
     photo = Image.new("RGB", (45, 37), (120, 30, 200))
     out = t(photo)
-    assert out.size == t.size_for((45, 37)) == (44, 36) and out.mode == "RGB"
+    assert out.size == t.size_for((45, 37)) == (39, 32) and out.mode == "RGB"
+    assert load_translator(runs / "p2p", device="cpu", load_size=36).size_for((45, 37)) == (44, 36)  # as given
     assert np.array_equal(np.asarray(t(photo)), np.asarray(out))  # dropout noise is seeded
     assert t(photo.convert("L")).mode == "RGB"  # a grey picture given to a colour model is converted
     native = load_translator(runs / "grey", device="cpu", eval_mode=True, preprocess="none")
@@ -295,3 +304,25 @@ def test_mixed_precision_translates_under_autocast_close_to_fp32(runs: Path, tin
         assert any("bf16 autocast" in n for n in report["notes"]) == (precision == "bf16")
     difference = np.abs(images["bf16"] - images["no"])
     assert 0 < difference.mean() < 2 and difference.max() <= 16
+
+
+def test_tiles_and_precision_from_the_documented_commands(runs: Path, tmp_path: Path) -> None:
+    """test.py --tile N --mixed_precision bf16 at native resolution: outputs at the untiled size, noted in metrics.json;
+    load_translator takes the same."""
+    folder = odd_images(tmp_path / "photos")
+    args = test_args(runs, tmp_path / "r", "cyc", "--dataroot", str(folder), "--dataset_mode", "single",
+                     "--direction", "AtoB", "--preprocess", "none", "--tile", "64", "--tile_overlap", "16",
+                     "--mixed_precision", "bf16")
+    assert run_test_command(args) == 0
+    out_dir = tmp_path / "r" / "cyc" / "test_latest"
+    assert Image.open(out_dir / "images" / "wide_fake_B.png").size == (333, 250)
+    notes = json.loads((out_dir / "metrics.json").read_text())["notes"]
+    assert any("tiles of 64 px (--tile), blended over 16 px" in n for n in notes)
+    assert any("bf16 autocast" in n for n in notes)
+    photo = Image.open(folder / "wide.png")
+    plain = load_translator(runs / "cyc", device="cpu", preprocess="none")(photo)
+    tiled = load_translator(runs / "cyc", device="cpu", preprocess="none", tile=64, mixed_precision="bf16")(photo)
+    assert tiled.size == plain.size == (333, 250)
+    diff = np.abs(np.asarray(tiled, dtype=np.float32) - np.asarray(plain, dtype=np.float32))
+    assert 0 < diff.mean() < 20  # bf16 and per-tile instance statistics move values a little, not wholesale
+    assert run_test_command(test_args(runs, tmp_path / "r", "cyc", "--tile_overlap", "8")) == 2

@@ -230,8 +230,20 @@ def _resize_text(mode: str, load: int) -> str:
     return {"scale_shortside": f"shorter side {load}", "scale_width": f"width {load}"}.get(mode, mode)
 
 
+def snap_to_stride(size: int, stride: int) -> int:
+    """The training size a generator of ``stride`` is tested at: ``size`` itself when padding it up to the stride
+    costs little (at most 1/8 of the side: ResNets, 286 -> 288), else the nearest multiple of the stride (unet_256
+    trained at 286: 256, where padding to 512 would make three quarters of the work reflection)."""
+    if stride <= 1:
+        return size
+    up = -(-size // stride) * stride
+    if (up - size) * 8 <= size:
+        return size
+    return max(stride, round(size / stride) * stride)
+
+
 def resolve_test_scale(trained: PreprocessOptions, preprocess: str | None = None, load_size: int = 0,
-                       crop_size: int = 0) -> TestScale:
+                       crop_size: int = 0, stride: int = 1) -> TestScale:
     """The scale to test a run at, from its training options and what the user asked for.
 
     Args:
@@ -239,15 +251,23 @@ def resolve_test_scale(trained: PreprocessOptions, preprocess: str | None = None
         preprocess: None, "" or ``TRAIN_SCALE``: the training scale (the training resize, aspect kept, no crop);
             "none": native resolution; any other mode: that preprocessing (crop, if any, seeded; no flip).
         load_size, crop_size: sizes the user gave (0 = not given). A size the chosen mode does not use is an error,
-            never silently ignored.
+            never silently ignored. ``crop_size`` with the training scale is the reference's test habit
+            (``--load_size N --crop_size N``): resize to N x N as its test does (resize_and_crop).
+        stride: the generator's stride (sides are padded to multiples of it): the training scale snaps to it where
+            padding would cost more than it keeps (``snap_to_stride``); sizes the user gives are kept as given.
     """
     mode = TRAIN_SCALE if preprocess in (None, "", TRAIN_SCALE) else preprocess
     if mode != TRAIN_SCALE:
         _check_mode(mode)
     if mode == TRAIN_SCALE:
-        if crop_size:
-            raise UserError("option --crop_size: the test translates whole images at the training scale (no crop); "
-                            "add --preprocess resize_and_crop, crop or scale_width_and_crop to crop")
+        if crop_size:  # the reference's test: resize_and_crop with load_size defaulting to crop_size
+            load = load_size or crop_size
+            if load < crop_size:
+                raise UserError(f"option --crop_size: {crop_size} is larger than --load_size {load}")
+            what = f"resize to {load}x{load}" + (f", crop {crop_size}" if load > crop_size else "")
+            return TestScale("resize_and_crop", load, crop_size,
+                             f"{what} as the reference test.py does (--crop_size {crop_size}; aspect ratio not "
+                             f"kept; {_trained_text(trained)})")
         _check_mode(trained.preprocess)
         resize = _TEST_RESIZE[trained.preprocess]
         if load_size:  # the user's size, with the training resize's rule (shorter side where training kept none)
@@ -257,8 +277,11 @@ def resolve_test_scale(trained: PreprocessOptions, preprocess: str | None = None
         if resize == "none":
             return TestScale("none", trained.load_size, trained.crop_size,
                              f"training scale: native resolution ({_trained_text(trained)})")
-        return TestScale(resize, trained.load_size, trained.crop_size,
-                         f"training scale: {_resize_text(resize, trained.load_size)} ({_trained_text(trained)})")
+        load = snap_to_stride(trained.load_size, stride)
+        snapped = (f"; {trained.load_size} rounded to the nearest multiple of the generator stride {stride}; "
+                   f"--load_size {trained.load_size} keeps it") if load != trained.load_size else ""
+        return TestScale(resize, load, trained.crop_size,
+                         f"training scale: {_resize_text(resize, load)} ({_trained_text(trained)}{snapped})")
     for given, name, used in ((load_size, "load_size", _USES_LOAD), (crop_size, "crop_size", _USES_CROP)):
         if given and mode not in used:
             raise UserError(f"option --{name}: --preprocess {mode} does not use it"

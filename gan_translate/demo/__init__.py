@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="VGG-19 weights for the stylize entry (default: torchvision's cache); 'random' for tests only")
     a("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
       help="largest image handed to a network, and largest upload decoded (default: %(default)s)")
+    a("--mixed_precision", default="no", choices=("no", "bf16", "fp16"),
+      help="translate under autocast in this precision, as test.py (default: %(default)s)")
+    a("--tile", type=int, default=0, metavar="N",
+      help="run generators in tiles of N pixels, blended where they overlap: large images in bounded memory "
+           "(default: 0, whole images)")
     return p
 
 
@@ -51,14 +56,16 @@ def require_gradio() -> None:
 
 
 def create_app(*, checkpoints_dir: str | Path | None = "checkpoints", run: str | Path | None = None,
-               vgg_weights: str = "", device: str = "auto", max_megapixels: float | None = None):
+               vgg_weights: str = "", device: str = "auto", max_megapixels: float | None = None,
+               mixed_precision: str = "no", tile: int = 0):
     """The demo's ``gradio.Blocks`` (not launched) and its ``DemoApp``; for tests and for embedding."""
     require_gradio()
     from gan_translate.demo.app import DemoApp
     from gan_translate.demo.session import DEFAULT_MAX_MEGAPIXELS, DemoSession
 
     session = DemoSession(vgg_weights=vgg_weights, device=device,
-                          max_megapixels=DEFAULT_MAX_MEGAPIXELS if max_megapixels is None else max_megapixels)
+                          max_megapixels=DEFAULT_MAX_MEGAPIXELS if max_megapixels is None else max_megapixels,
+                          mixed_precision=mixed_precision, tile=tile)
     app = DemoApp(session, checkpoints_dir=checkpoints_dir, run=run or None)
     return app.build(), app
 
@@ -81,8 +88,11 @@ def demo_command(argv: Sequence[str]) -> int:
         raise UserError(f"option --run: no run folder at {args.run}")
     if args.max_megapixels <= 0:
         raise UserError(f"option --max_megapixels: {args.max_megapixels} must be positive")
+    if args.tile < 0:
+        raise UserError(f"option --tile: {args.tile} must be 0 (whole images) or a size in pixels")
     page, _ = create_app(checkpoints_dir=args.checkpoints_dir, run=args.run or None, vgg_weights=args.vgg_weights,
-                         device=args.device, max_megapixels=args.max_megapixels)
+                         device=args.device, max_megapixels=args.max_megapixels,
+                         mixed_precision=args.mixed_precision, tile=args.tile)
     where = f"run {args.run}" if args.run else f"runs under {args.checkpoints_dir}"
     print(f"demo: {where}; Ctrl+C to stop", file=sys.stderr)
     try:

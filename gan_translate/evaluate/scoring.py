@@ -54,6 +54,7 @@ def _keep(item: Any) -> Any:
 
 
 PREFETCH = 8  # samples decoded ahead of the network
+PNG_LEVEL = 1  # results' PNGs: lossless, fast to encode
 
 
 def _prefetched(source: Any) -> Iterator[Any]:
@@ -111,7 +112,8 @@ class _Writer:
 
     def save(self, tensor: torch.Tensor, path: Path) -> None:
         self.pending = [f for f in self.pending if not f.done() or f.exception() is not None]
-        self.pending.append(self.pool.submit(save_image, tensor, path))
+        # zlib level 1: a test writes three PNGs per image, and level 6 took longer than the network at 256 px
+        self.pending.append(self.pool.submit(save_image, tensor, path, PNG_LEVEL))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

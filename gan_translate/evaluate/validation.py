@@ -17,6 +17,7 @@ from gan_translate.data import resolve_test_scale
 from gan_translate.data.datasets import has_images
 from gan_translate.evaluate.scoring import run_job
 from gan_translate.evaluate.sources import FORWARD_ROLES, AlignedSource, FolderSource, Job, data_options
+from gan_translate.inference import generator_stride
 from gan_translate.models import TranslationModel, model_class
 from gan_translate.nets import bare
 
@@ -35,13 +36,15 @@ def _split(root: str, mode: str) -> str | None:
     return None
 
 
-def validation_job(options: Any) -> Job | None:
-    """The forward direction on the validation split, or None where there is none (or no targets to score)."""
+def validation_job(options: Any, stride: int = 1) -> Job | None:
+    """The forward direction on the validation split, or None where there is none (or no targets to score); at the
+    training scale as test.py uses it for a generator of ``stride``."""
     root, mode = str(options.dataroot), options.dataset_mode
     phase = _split(root, mode)
     if phase is None:
         return None
-    data = data_options(options, phase=phase, skip_bad_images=True, **resolve_test_scale(options).as_options())
+    scale = resolve_test_scale(options, stride=stride)
+    data = data_options(options, phase=phase, skip_bad_images=True, **scale.as_options())
     if mode == "aligned":
         source = AlignedSource(data, count=VAL_IMAGES, reverse=False, skip_bad=True)
     else:
@@ -58,11 +61,11 @@ def validation_metrics(model: TranslationModel, options: Any) -> dict[str, float
     that reconstruct (CycleGAN's cycle); {} when nothing to score."""
     if model.needs_style:
         return {}
-    job = validation_job(options)
+    fresh = model_class(options.model)(options, training=False)
+    job = validation_job(options, generator_stride(fresh))
     if job is None:
         return {}
     device = next(bare(model.nets[model.inference_nets[0]]).parameters()).device
-    fresh = model_class(options.model)(options, training=False)
     for key in fresh.inference_nets:
         fresh.nets[key].load_state_dict(bare(model.nets[key]).state_dict())
     fresh.to(device).train()  # the mode test.py uses by default (the reference keeps dropout at test time)

@@ -5,6 +5,7 @@
     python -m gan_translate import adain --decoder decoder.pth --vgg vgg_normalised.pth --name adain_official
     python -m gan_translate import tpfr 200_net_G.pth --name tpfr_official
     python -m gan_translate import cut latest_net_G.pth --name h2z_cut
+    python -m gan_translate import fast_style mosaic.pth --name mosaic
 
 One module per source project. Each reads the files with ``torch.load(weights_only=True)`` (``common``), works out the
 architecture from the keys, loads the tensors into our networks and writes a run folder (config.yaml, ``epoch_000/``
@@ -26,6 +27,7 @@ SOURCES = {
     "adain": ("gan_translate.importers.adain", "import_adain"),
     "tpfr": ("gan_translate.importers.tpfr", "import_tpfr"),
     "cut": ("gan_translate.importers.cut", "import_cut"),
+    "fast_style": ("gan_translate.importers.fast_style", "import_fast_style"),
 }
 
 USAGE = """usage: python -m gan_translate import <source> ...
@@ -39,6 +41,8 @@ sources:
              python -m gan_translate import cut latest_net_G.pth --name h2z_cut
   tpfr       nnaisense/conditional-style-transfer: 200_net_G.pth (+ 200_net_D.pth)
              python -m gan_translate import tpfr 200_net_G.pth --name tpfr
+  fast_style pytorch/examples fast_neural_style: a saved TransformerNet (candy.pth, mosaic.pth, ...)
+             python -m gan_translate import fast_style mosaic.pth --name mosaic
 
 `python -m gan_translate import <source> --help` lists a source's options."""
 

@@ -189,14 +189,18 @@ def build_options(model: str, values: Mapping[str, Any]) -> Any:
     return config.validate(cls.Options, merged)
 
 
-def write_run(options: Any, nets: Mapping[str, nn.Module], *, source: str, fine_tune: bool, reason: str = "") -> Path:
+def write_run(options: Any, nets: Mapping[str, nn.Module], *, source: str, fine_tune: bool, reason: str = "",
+              direction_known: bool = True) -> Path:
     """Writes ``checkpoints_dir/name/`` as training would: config.yaml, ``epoch_000/`` with one safetensors per
     network, LATEST. The training state records where the weights came from instead of optimizer states (the sources
-    saved none): ``--continue_train`` then fine-tunes with fresh optimizers, or refuses with ``reason``."""
+    saved none): ``--continue_train`` then fine-tunes with fresh optimizers, or refuses with ``reason``.
+    ``direction_known`` False (a lone generator file, nothing said which way it was trained) is recorded as
+    direction "unknown": test.py then translates whichever way it is asked."""
     run_dir = Path(options.checkpoints_dir) / options.name
     if (run_dir / CONFIG_FILE).exists() and any(run_dir.glob("*/net_*.safetensors")):
         raise UserError(f"option --name: {run_dir} already holds a run; choose another --name or remove it")
-    state = {"imported": {"source": source, "nets": sorted(nets), "fine_tune": fine_tune, "reason": reason}}
+    state = {"imported": {"source": source, "nets": sorted(nets), "fine_tune": fine_tune, "reason": reason,
+                          "direction": options.direction if direction_known else "unknown"}}
     yaml_text = options.to_yaml()
     save_checkpoint(run_dir, IMPORT_TAG, nets=dict(nets), state=state, config_yaml=yaml_text, keep_last=1)
     (run_dir / CONFIG_FILE).write_text(yaml_text)

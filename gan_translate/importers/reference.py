@@ -259,8 +259,13 @@ def import_reference(argv: Sequence[str]) -> Path:
     complete = set(nets) == set(built.nets)
     for line in notes:
         print(line)
+    # one generator and no train_opt.txt: nothing says which way it was trained (never guessed)
+    direction_known = model == "cyclegan" or "direction" in said or bool(args.direction)
     run_dir = write_run(options, nets, source=str(path), fine_tune=complete,
-                        reason="" if complete else _missing_reason(set(built.nets) - set(nets)))
+                        reason="" if complete else _missing_reason(set(built.nets) - set(nets)),
+                        direction_known=direction_known)
+    if not direction_known:
+        print("direction: not recorded with a lone generator; test.py translates whichever way --direction asks")
     print(f"imported {', '.join(f'{k} ({files[k].name})' for k in sorted(nets))}: {describe(options)} -> "
           f"{run_dir} (model {model}{'' if complete else ', inference only'})")
     return run_dir
