@@ -21,7 +21,7 @@ from gan_translate.config import choice, opt
 from gan_translate.errors import UserError
 from gan_translate.inference import load_model
 
-__all__ = ["ExportOptions", "StridePadded", "export_onnx", "export_command", "EXPORT_FORMATS"]
+__all__ = ["ExportOptions", "StridePadded", "export_graph", "export_onnx", "export_command", "EXPORT_FORMATS"]
 
 
 class StridePadded(nn.Module):
@@ -51,6 +51,12 @@ def exportable(net: nn.Module) -> nn.Module:
     if isinstance(stride, int) and isinstance(body, nn.Module) and stride > 1:
         return StridePadded(body, stride).eval()
     return net
+
+
+def export_graph(model: nn.Module, key: str) -> nn.Module:
+    """The module ``export_onnx`` traces for inference network ``key``: a model whose network takes more than the
+    image (fast_style: its style) gives its own one-input graph; any other network goes through ``exportable``."""
+    return model.exportable(key) if hasattr(model, "exportable") else exportable(model.nets[key])
 
 
 EXPORT_FORMATS = ("onnx",)
@@ -89,8 +95,7 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
     channels = options.output_nc if key == "G_B" else options.input_nc
     target = Path(output) if output else ckpt / f"net_{key}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a model whose network takes more than the image (fast_style: its style) exports its own one-input graph
-    graph = model.exportable(key) if hasattr(model, "exportable") else exportable(model.nets[key])
+    graph = export_graph(model, key)
     example = torch.zeros(1, channels, *example_size)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     # The TorchScript-based exporter: it traces the shape arithmetic of StridePadded symbolically in about a second;

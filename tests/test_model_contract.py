@@ -23,7 +23,7 @@ from gan_translate.cli import train_main
 from gan_translate.config import model_yaml_files
 from gan_translate.engine.checkpoint import find_checkpoint, load_state
 from gan_translate.errors import UserError
-from gan_translate.export import export_onnx, exportable
+from gan_translate.export import export_graph, export_onnx
 from gan_translate.inference import load_model, load_translator
 from gan_translate.models import MODELS, model_class
 
@@ -128,7 +128,7 @@ def test_model_contract(name: str, tiny_data: Path, tiny_styles: Path, tmp_path:
     onnx_file = export_onnx(tmp_path / "straight", tmp_path / "g.onnx")
     assert onnx_file.is_file()
     ort = pytest.importorskip("onnxruntime")
-    net = exportable(model.nets[cls.inference_nets[0]]).eval()
+    net = export_graph(model, cls.inference_nets[0]).eval()
     x = np.random.default_rng(3).uniform(-1, 1, (1, options.input_nc, *ODD[::-1])).astype(np.float32)
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
