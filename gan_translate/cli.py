@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gan_translate.errors import EXIT_USER_ERROR, UserError
+from gan_translate.errors import EXIT_USER_ERROR, UserError, user_error_in_worker
 
 COMMANDS_HELP = """usage: python -m gan_translate <command> [options]
 
@@ -36,9 +36,7 @@ commands:
 
 def _user_message(err: BaseException) -> str:
     """One line, also for a UserError re-raised from a DataLoader worker (whose text embeds a traceback)."""
-    text = str(err)
-    if "Original Traceback" in text and "UserError: " in text:
-        text = text.rsplit("UserError: ", 1)[1]
+    text = user_error_in_worker(err) or str(err)
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
@@ -57,7 +55,7 @@ def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
             print("interrupted", file=sys.stderr)
             return 130
         except RuntimeError as err:  # DataLoader re-raises a worker's exception with the original type's name
-            if "UserError" not in str(err):
+            if user_error_in_worker(err) is None:
                 raise
             message = _user_message(err)
         report_user_error(message)

@@ -304,7 +304,8 @@ def validate(options_cls: type, values: dict[str, Any]) -> Any:
     for f in fields(options_cls):
         value = values.get(f.name, f.default)
         if "choices" in f.metadata and value not in f.metadata["choices"]:
-            valid = ", ".join(map(str, f.metadata["choices"]))
+            # an empty choice means "not given" (the run's saved value is used): not something to type
+            valid = ", ".join(str(c) for c in f.metadata["choices"] if c != "")
             raise UserError(f"option --{f.name}: '{value}' is not one of {valid}")
         minimum = f.metadata.get("minimum")
         if minimum is not None and value < minimum:

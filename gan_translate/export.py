@@ -8,6 +8,7 @@ off, BatchNorm on its running statistics): an exported model is meant to be dete
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +20,7 @@ from torch import nn
 from gan_translate import config
 from gan_translate.config import choice, opt
 from gan_translate.errors import UserError
+from gan_translate.extras import from_source_checkout, install_hint
 from gan_translate.inference import load_model
 
 __all__ = ["ExportOptions", "StridePadded", "export_graph", "export_onnx", "export_command", "EXPORT_FORMATS"]
@@ -100,6 +102,9 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
     dynamic = {0: "batch", 2: "height", 3: "width"}
     # The TorchScript-based exporter: it traces the shape arithmetic of StridePadded symbolically in about a second;
     # the dynamo exporter needs onnxscript and is an order of magnitude slower for these networks.
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError("ONNX export needs the onnx package: pip install onnx" +
+                        (f' (part of the dev extra: {install_hint("dev")})' if from_source_checkout() else ""))
     try:
         torch.onnx.export(graph, (example,), str(target), input_names=["image"], output_names=["translated"],
                           dynamic_axes={"image": dynamic, "translated": dynamic}, opset_version=opset, dynamo=False)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,8 @@ from tqdm.auto import tqdm
 from gan_translate.config import CommandParser
 from gan_translate.data.colour import combine_luminance, luminance, match_colour, match_luminance
 from gan_translate.data.images import load_image, pil_to_tensor, save_image
+from gan_translate.engine.safety import GracefulStop
+from gan_translate.engine.stopping import StopWatcher
 from gan_translate.errors import UserError
 from gan_translate.losses.guided import GUIDE_MODES, GuidedGramLoss, propagate_guides
 from gan_translate.losses.matting import matting_loss
@@ -307,12 +311,15 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
             style_weights: Sequence[float] | None = None, progress: bool = True,
             callback: Callable[[int, torch.Tensor], None] | None = None,
             guides: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None, laplacian: torch.Tensor | None = None,
-            init_image: torch.Tensor | None = None) -> StylizeResult:
+            init_image: torch.Tensor | None = None,
+            on_step: Callable[[int, torch.Tensor], None] | None = None) -> StylizeResult:
     """Optimises an image that has ``content``'s content and the style of ``styles`` (all (1, 3, h, w), [-1, 1], at
     the working size; ``preserve_color`` must already have been applied to them -- see ``prepare_images``).
 
-    ``callback(step, image)`` runs after every ``settings.save_every``-th step. ``guides`` and ``laplacian``: see
-    ``GatysObjective``; ``init_image`` (content's size) replaces ``settings.init`` (the coarse-to-fine schedule).
+    ``callback(step, image)`` runs after every ``settings.save_every``-th step; ``on_step(step, image)`` after every
+    step (and with step 0 before the first), e.g. to keep the image a stop should write. ``guides`` and
+    ``laplacian``: see ``GatysObjective``; ``init_image`` (content's size) replaces ``settings.init`` (the
+    coarse-to-fine schedule).
 
     Raises:
         UserError: bad settings, or the loss became NaN/inf (the message suggests a lower learning rate).
@@ -336,6 +343,8 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
         return total
 
     losses: list[float] = []
+    if on_step is not None:
+        on_step(0, image.detach())
     bar = tqdm(range(1, settings.steps + 1), disable=not progress, desc="stylize", dynamic_ncols=True)
     for step in bar:
         loss = float(optimizer.step(closure).detach())
@@ -343,6 +352,8 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
             raise UserError(f"the optimisation diverged at step {step} (loss {loss}): lower --lr or the loss weights")
         losses.append(loss)
         bar.set_postfix_str(" ".join(f"{k} {v:.3g}" for k, v in parts.items()))
+        if on_step is not None:
+            on_step(step, image.detach())
         if callback is not None and settings.save_every and step % settings.save_every == 0:
             callback(step, image.detach())
     with torch.no_grad():
@@ -541,13 +552,38 @@ def run(argv: Sequence[str]) -> int:
         path = out.with_name(f"{out.stem}_{step:05d}{out.suffix}")
         save_image(finish(image, original, settings.preserve_color)[0], path)
 
-    if controls.active or settings.matting_weight > 0:
-        result = control.run_controlled(vgg, settings, controls, args.content, args.style,
-                                        style_weights=args.style_weights, device=device, progress=not args.quiet,
-                                        callback=save)
-    else:
-        result = stylize(vgg, content, styles, settings, style_weights=args.style_weights, progress=not args.quiet,
-                         callback=save)
+    last: dict[str, tuple[int, torch.Tensor]] = {}
+
+    def keep(step: int, image: torch.Tensor) -> None:
+        last["image"] = (step, image.clone())  # one assignment: the watcher thread sees a whole pair
+
+    def write_on_stop(signal_name: str) -> None:
+        """A stop signal (Ctrl-C, timeout, a scheduler): write the image of the last completed step at once, from
+        the watcher thread (the main thread may be inside a step of many seconds), say which step, and end."""
+        step, image = last.get("image", (0, content))
+        path = out.with_name(f"{out.stem}_{step:05d}{out.suffix}")
+        try:
+            save_image(finish(image, original, settings.preserve_color)[0], path)
+            message = f"stopped by {signal_name} at step {step} of {settings.steps}; wrote {path}"
+        except Exception as err:  # noqa: BLE001 -- the stop must end the process whatever happened
+            message = f"stopped by {signal_name} at step {step} of {settings.steps}; could not write {path}: {err}"
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(128 + int(getattr(signal, signal_name)))
+
+    stop = GracefulStop().install()
+    watcher = StopWatcher(write_on_stop).start()
+    try:
+        if controls.active or settings.matting_weight > 0:
+            result = control.run_controlled(vgg, settings, controls, args.content, args.style,
+                                            style_weights=args.style_weights, device=device, progress=not args.quiet,
+                                            callback=save, on_step=keep)
+        else:
+            result = stylize(vgg, content, styles, settings, style_weights=args.style_weights,
+                             progress=not args.quiet, callback=save, on_step=keep)
+    finally:
+        watcher.stop()
+        stop.restore()
     save_image(finish(result.image, original, settings.preserve_color)[0], out)
     print(f"wrote {out} ({original.shape[-1]}x{original.shape[-2]}); loss {result.losses[0]:.4g} -> "
           f"{result.losses[-1]:.4g}", file=sys.stderr)

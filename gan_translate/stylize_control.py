@@ -206,6 +206,7 @@ def run_controlled(vgg: VGG19, settings: StylizeSettings, controls: Controls, co
                    style_paths: Sequence[str], *, style_weights: Sequence[float] | None = None,
                    device: torch.device | str = "cpu", progress: bool = True,
                    callback: Callable[[int, torch.Tensor], None] | None = None,
+                   on_step: Callable[[int, torch.Tensor], None] | None = None,
                    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> StylizeResult:
     """Loads the images (and masks) at each scale and runs ``stylize`` as the controls say; the losses of every run
     are concatenated. Returns the last run's result (its image at the last scale's working size)."""
@@ -251,7 +252,8 @@ def run_controlled(vgg: VGG19, settings: StylizeSettings, controls: Controls, co
                 say(f"stylize at {content.shape[-1]}x{content.shape[-2]}: {stage.steps} steps"
                     + (f", matting weight {stage.matting_weight:.3g}" if stage.matting_weight else ""))
             result = stylize(vgg, work_content, work_styles, stage, style_weights=style_weights, progress=progress,
-                             callback=callback, guides=scaled_guides, laplacian=laplacian, init_image=init)
+                             callback=callback, guides=scaled_guides, laplacian=laplacian, init_image=init,
+                             on_step=on_step)
             init = result.image
             losses.extend(result.losses)
     assert result is not None

