@@ -645,12 +645,14 @@ class Trainer:
         """With several processes, compares a digest of every network's weights across ranks and fails if they
         differ (they must not: DDP averages gradients and every rank steps the same optimizer).
 
-        Buffers such as BatchNorm's running statistics are in the digest too: each step ends with rank 0's copied to
-        every rank (``broadcast_buffers``), so they must be identical as well.
+        Buffers such as BatchNorm's running statistics are in the digest too: each completed step ends with rank 0's
+        copied to every rank (``broadcast_buffers``), and so does the run -- a stop may drop a step whose forward
+        already updated each rank's statistics on its own data.
         """
         acc = self.accelerator
         if acc.num_processes == 1:
             return
+        broadcast_buffers(self.model.nets[k] for k in sorted(self.model.nets))
         digest = hashlib.sha256()
         for name, net in sorted(self.model.nets.items()):
             for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):
