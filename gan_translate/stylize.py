@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from gan_translate.config import CommandParser
 from gan_translate.data.colour import combine_luminance, luminance, match_colour, match_luminance
 from gan_translate.data.images import load_image, pil_to_tensor, save_image
 from gan_translate.engine.safety import GracefulStop
@@ -446,11 +447,6 @@ def finish(image: torch.Tensor, original: torch.Tensor, mode: str) -> torch.Tens
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def _csv(kind: type, option: str) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
         try:
@@ -492,7 +488,7 @@ def parse_laplacian_pools(text: str) -> dict[int, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = StylizeSettings()
-    p = _Parser(prog="python -m gan_translate stylize", allow_abbrev=False,
+    p = CommandParser(prog="python -m gan_translate stylize",
                 description="Neural style transfer by optimisation (Gatys et al. 2016 and variants).")
     a = p.add_argument
     a("--content", required=True, metavar="IMG", help="content image")

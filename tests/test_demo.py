@@ -14,8 +14,9 @@ from PIL import Image
 
 from gan_translate.cli import main
 from gan_translate.data.styles import ensure_builtin_styles
+from gan_translate.demo.browser import Served
 from tests.conftest import REPO
-from tests.demo_helpers import Served, make_runs, picture
+from tests.demo_helpers import make_runs, picture
 
 gradio_client = pytest.importorskip("gradio_client", reason="the demo extra is not installed (pip install -e .[demo])")
 pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e .[demo])")

@@ -125,10 +125,9 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
 
 def _launch(argv: list[str], cwd: Path) -> tuple[subprocess.Popen, Path]:
     """Starts train.py; its output goes to a file (a pipe nobody reads would block the process when full)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = cwd / f"train-{time.monotonic_ns()}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *argv], cwd=cwd, env=env,
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *argv], cwd=cwd,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     return proc, log
 

@@ -264,8 +264,8 @@ def test_style_model_pairs_every_content_with_every_style(tmp_path: Path) -> Non
     assert train_main(["--model", "adain", "--dataroot", str(data), "--checkpoints_dir", str(tmp_path), "--name",
                        "style", "--vgg_weights", "random", "--load_size", "16", "--crop_size", "16", "--batch_size",
                        "2", "--num_threads", "0", "--max_steps", "1"]) == 0
-    assert run_test_command(["--name", "style", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"),
-                      "--dataroot", str(data), "--num_styles", "2"]) == 0
+    assert run_test_command(["--name", "style", "--checkpoints_dir", str(tmp_path),
+                             "--results_dir", str(tmp_path / "r"), "--dataroot", str(data), "--num_styles", "2"]) == 0
     out_dir = tmp_path / "r" / "style" / "test_latest"
     report = json.loads((out_dir / "metrics.json").read_text())
     assert report["results"]["style"] == {"images": 6}  # 3 contents x 2 styles

@@ -136,7 +136,7 @@ class DemoApp:
     def on_translate(self, run_value: str, checkpoint: str, image: Any, native: bool, direction: str, style: Any,
                      style2: Any, mix: float, alpha: float, loss: str, image_size: float, steps: float,
                      content_mask: Any = None, style_mask: Any = None,
-                     progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:
+                     progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:  # noqa: B008 (gradio's way)
         """The button: (output image, PNG file for download, one status line). Never raises for a visitor's
         mistake: a UserError becomes the status line and the server goes on."""
         try:
@@ -200,8 +200,8 @@ class DemoApp:
                                      elem_id="input", height=IMAGE_HEIGHT)
                     go = gr.Button("translate", variant="primary", elem_id="translate")
                 with gr.Column(visible=False) as style_column:
-                    style = gr.Image(label="style image", type="filepath", format="png", sources=["upload", "clipboard"],
-                                     elem_id="style", height=IMAGE_HEIGHT)
+                    style = gr.Image(label="style image", type="filepath", format="png",
+                                     sources=["upload", "clipboard"], elem_id="style", height=IMAGE_HEIGHT)
                 with gr.Column():
                     output = gr.Image(label="output (PNG)", format="png", interactive=False, elem_id="output",
                                       buttons=["download", "fullscreen"], height=IMAGE_HEIGHT)

@@ -35,7 +35,8 @@ from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
 from gan_translate.engine.checkpoint import (CONFIG_FILE, find_checkpoint, link_checkpoint, load_net, load_state,
                                             save_checkpoint)
-from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator, started_by_a_launcher
+from gan_translate.engine.distributed import (broadcast_buffers, choose_cpu_threads, make_accelerator,
+                                              started_by_a_launcher)
 from gan_translate.engine.machines import (
     LostMachine,
     check_shared_run_folder,
@@ -457,11 +458,12 @@ class Trainer:
             else:  # the watcher thread saves it
                 self.window.saved.wait()
                 if self.window.save_error is not None:
-                    raise self.window.save_error
+                    raise self.window.save_error  # noqa: B904 (the watcher thread's own error, not this handler's)
             return self._stop_requested(signal_stop) or "a signal on another rank"
         return self._interrupted
 
-    def _train_steps(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm, signal_stop: GracefulStop) -> None:
+    def _train_steps(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm,
+                     signal_stop: GracefulStop) -> None:
         opt, acc, model, progress = self.opt, self.accelerator, self.model, self.progress
         epoch_losses: list[float] = []
         stopped = progress.step >= total or bool(self._interrupted)
@@ -478,6 +480,7 @@ class Trainer:
                 ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
                 logs = model.training_step(batch, ctx)
                 self.window.mark_dirty()
+                broadcast_buffers(model.nets[k] for k in sorted(model.nets))  # every rank keeps rank 0's statistics
                 progress.step += 1
                 progress.batch_in_epoch += 1
                 warning = self.guard.end_step(logs, progress.step)
@@ -642,15 +645,14 @@ class Trainer:
         """With several processes, compares a digest of every network's weights across ranks and fails if they
         differ (they must not: DDP averages gradients and every rank steps the same optimizer).
 
-        Buffers such as BatchNorm's running statistics are updated by each rank on its own data; DDP overwrites them
-        with rank 0's at every forward, and checkpoints hold rank 0's, so rank 0's are broadcast first.
+        Buffers such as BatchNorm's running statistics are in the digest too: each completed step ends with rank 0's
+        copied to every rank (``broadcast_buffers``), and so does the run -- a stop may drop a step whose forward
+        already updated each rank's statistics on its own data.
         """
         acc = self.accelerator
         if acc.num_processes == 1:
             return
-        for _, net in sorted(self.model.nets.items()):
-            for buffer in getattr(net, "module", net).buffers():
-                torch.distributed.broadcast(buffer.data, src=0)
+        broadcast_buffers(self.model.nets[k] for k in sorted(self.model.nets))
         digest = hashlib.sha256()
         for name, net in sorted(self.model.nets.items()):
             for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):

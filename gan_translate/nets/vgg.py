@@ -111,7 +111,7 @@ class VGG19(nn.Module):
         self.last_layer = last_layer
         layers: list[nn.Module] = []
         in_channels = 3
-        for name, kind, channels in _TABLE[: _INDEX[last_layer] + 1]:
+        for _name, kind, channels in _TABLE[: _INDEX[last_layer] + 1]:
             if kind == "conv":
                 layers.append(nn.Conv2d(in_channels, channels, 3, padding=1, padding_mode=padding))
                 in_channels = channels
