@@ -32,3 +32,4 @@ class StyleLoss(ABC):
     def set_content(self, content_feat: torch.Tensor) -> None:
         """The content image's map at this loss's layer, given before ``targets``: losses whose target depends on the
         content (feature reshuffle) keep it; the others ignore it."""
+        return None
