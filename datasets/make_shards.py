@@ -9,8 +9,8 @@
 Every folder the dataset mode reads becomes one set of shards named after it: ``train-000000.tar, train-000001.tar``
 (aligned), ``trainA-*.tar, trainB-*.tar, testA-*.tar ...`` (unaligned), ``content-*.tar, style-*.tar`` (styles), and
 for single, one set ``images-*.tar`` of every image below the folder. Each image is one member named after its path in
-its folder (the sample key, with dots in the file stem made underscores, as webdataset readers expect), its bytes as they
-were. A style image keeps its class subfolder in its key (``style-*.tar`` holds ``monet/0001.jpg``).
+its folder (the sample key, with dots in the file stem made underscores, as webdataset readers expect), its bytes as
+they were. A style image keeps its class subfolder in its key (``style-*.tar`` holds ``monet/0001.jpg``).
 
 Beside each shard, ``<shard>.index.json`` records each image's byte offset, length and pixel size: training reads images
 by position through it (exact resume, rank sharding) and starts without reading any image header. Every image is
@@ -60,8 +60,8 @@ def image_sets(source: Path, mode: str) -> dict[str, list[str]]:
             except UserError:  # a folder without images is not a set
                 continue
     if not sets:
-        raise UserError(f"no subfolder of {source} holds images (a {mode} dataroot has e.g. "
-                        f"{'train/' if mode == 'aligned' else 'content/, style/' if mode == 'styles' else 'trainA/, trainB/'})")
+        example = {"aligned": "train/", "styles": "content/, style/"}.get(mode, "trainA/, trainB/")
+        raise UserError(f"no subfolder of {source} holds images (a {mode} dataroot has e.g. {example})")
     return sets
 
 
@@ -85,7 +85,8 @@ def write_set(name: str, folder: Path, paths: list[str], out: Path, *, per_shard
     pattern = str(out / f"{name}-%06d.tar")
     skipped = 0
     # ShardWriter names each shard as it opens it; the post hook collects them.
-    with wds.ShardWriter(pattern, maxcount=per_shard, verbose=0, post=lambda fname: written.append(Path(fname))) as sink:
+    with wds.ShardWriter(pattern, maxcount=per_shard, verbose=0,
+                         post=lambda fname: written.append(Path(fname))) as sink:
         for path in tqdm(paths, desc=name, unit="img", leave=False, disable=not sys.stderr.isatty()):
             try:
                 probe_image(path)  # one bad file is named now, not hours into training

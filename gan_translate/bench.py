@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from gan_translate.config import CommandParser
 from gan_translate.errors import UserError
 
 # Seconds per iteration of the authors' reference implementation at batch 1, fp32, on the 2-core AMD EPYC (Zen 3)
@@ -129,7 +130,8 @@ def _sync(device: torch.device) -> None:
 
 
 def matmul_peak(device: torch.device, n: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
-    """FLOP/s of an n x n x n matrix product (the best of ``repeats`` after one warm-up): the machine's practical peak."""
+    """FLOP/s of an n x n x n matrix product (the best of ``repeats`` after one warm-up): the machine's practical
+    peak."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
@@ -387,11 +389,6 @@ def machine_description(device: torch.device) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"bench: {message}")
-
-
 def _int_list(option: str, text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -412,8 +409,9 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def build_parser() -> _Parser:
-    p = _Parser(prog="python -m gan_translate bench", description=__doc__.split("\n\n")[0])
+def build_parser() -> CommandParser:
+    p = CommandParser(prog="python -m gan_translate bench", error_prefix="bench: ",
+                      description="Speed and memory benchmark of the real training step.")
     p.add_argument("--models", default="pix2pix,cyclegan", help="comma-separated model names")
     p.add_argument("--sizes", default="128,256", help="comma-separated image sizes (px)")
     p.add_argument("--batch_sizes", default="1", help="comma-separated training batch sizes")

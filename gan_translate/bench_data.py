@@ -29,13 +29,14 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from gan_translate.config import CommandParser
 from gan_translate.errors import UserError
 
 RESULT_MARKER = "BENCH_DATA_RESULT "
 _FILES_PER_DIR = 10_000  # big folders are split, as real ones are; one flat folder of 1M names is slow to list
 
 
-# --- drawing the images ------------------------------------------------------------------------------------------------
+# --- drawing the images -----------------------------------------------------------------------------------------------
 
 
 def photo_like(rng: np.random.Generator, size: int) -> Image.Image:
@@ -77,7 +78,7 @@ def make_shards(folder: Path, out: Path, per_shard: int = 10_000) -> float:
     return time.perf_counter() - start
 
 
-# --- one measurement, in a fresh process -------------------------------------------------------------------------------
+# --- one measurement, in a fresh process ------------------------------------------------------------------------------
 
 
 def _options(dataroot: str, *, size: int, load_size: int) -> SimpleNamespace:
@@ -130,7 +131,7 @@ def run_measurement(job: dict[str, Any]) -> dict[str, Any]:
     return {**json.loads(lines[-1][len(RESULT_MARKER):]), "process_s": wall}
 
 
-# --- the three benchmarks ----------------------------------------------------------------------------------------------
+# --- the three benchmarks ---------------------------------------------------------------------------------------------
 
 
 def throughput(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -196,7 +197,7 @@ def startup(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-# --- the command -------------------------------------------------------------------------------------------------------
+# --- the command ------------------------------------------------------------------------------------------------------
 
 
 def _ints(option: str, text: str) -> list[int]:
@@ -210,7 +211,8 @@ def _ints(option: str, text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gan_translate bench --data", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m gan_translate bench --data", error_prefix="bench --data: ",
+                      description="Data-loading benchmark: throughput, memory and start-up of loose files vs shards.")
     p.add_argument("--size", type=int, default=256, help="crop size of the throughput measurement (px)")
     p.add_argument("--images", type=int, default=400, help="images of the throughput measurement (per format)")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gan_translate.errors import EXIT_USER_ERROR, UserError
+from gan_translate.errors import EXIT_USER_ERROR, UserError, user_error_in_worker
 
 COMMANDS_HELP = """usage: python -m gan_translate <command> [options]
 
@@ -31,14 +31,12 @@ commands:
   demo     a local web page that translates uploaded images with trained runs (needs the extra "demo"):
            python -m gan_translate demo [--checkpoints_dir checkpoints | --run DIR] [--host H] [--port P]
 
-`python -m gan_translate <command> --help` lists a command's options."""
+`python -m gan_translate <command> --help` lists a command's options; --version prints the version."""
 
 
 def _user_message(err: BaseException) -> str:
     """One line, also for a UserError re-raised from a DataLoader worker (whose text embeds a traceback)."""
-    text = str(err)
-    if "Original Traceback" in text and "UserError: " in text:
-        text = text.rsplit("UserError: ", 1)[1]
+    text = user_error_in_worker(err) or str(err)
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
@@ -57,7 +55,7 @@ def user_errors_exit(func: Callable[..., int | None]) -> Callable[..., int]:
             print("interrupted", file=sys.stderr)
             return 130
         except RuntimeError as err:  # DataLoader re-raises a worker's exception with the original type's name
-            if "UserError" not in str(err):
+            if user_error_in_worker(err) is None:
                 raise
             message = _user_message(err)
         report_user_error(message)
@@ -126,10 +124,10 @@ def parse_train_options(argv: Sequence[str], prog: str = "train.py"):
     from gan_translate.models import MODELS, model_class
 
     argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        name = config.peek(argv, "model") or "cyclegan"
-        config._build_parser(model_class(name).Options, prog).print_help()
-        print(f"\nmodels: {', '.join(sorted(MODELS))}")
+    if config.wants_help(argv):
+        cls = model_class(config.peek(argv, "model") or "cyclegan")
+        print(config.model_help(cls.Options, cls.name, argv, prog))
+        print(f"models: {', '.join(sorted(MODELS))}")
         raise SystemExit(0)
     model_name = config.peek(argv, "model")
     if model_name is None and config.peek(argv, "config"):
@@ -233,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                               "demo": demo_main.__wrapped__}
     if not argv or argv[0] in ("-h", "--help"):
         print(COMMANDS_HELP)
+        return 0
+    if argv[0] == "--version":
+        from gan_translate import __version__
+
+        print(f"gan_translate {__version__}")
         return 0
     if argv[0] not in commands:
         raise UserError(f"unknown command '{argv[0]}' (choose from {', '.join(commands)})")

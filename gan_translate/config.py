@@ -19,7 +19,7 @@ import difflib
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import yaml
 
@@ -181,11 +181,6 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         raise UserError(f"option --{name}: expected {expected}, got '{value}'") from None
 
 
-def _field_types(options_cls: type) -> dict[str, type]:
-    kinds = {"bool": bool, "int": int, "float": float, "str": str}
-    return {f.name: kinds[f.type if isinstance(f.type, str) else f.type.__name__] for f in fields(options_cls)}
-
-
 def _unknown(name: str, known: Sequence[str], where: str) -> UserError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean --{close[0]}?)" if close else ""
@@ -220,22 +215,44 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit 2 at the entry point) instead of printing usage."""
+class CommandParser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, exit 2 at the entry point) instead of printing the usage; every
+    command of the package parses with it. ``error_prefix`` starts the message (e.g. the command's name)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
+    def __init__(self, *args: Any, error_prefix: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.error_prefix = error_prefix
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UserError(f"{self.error_prefix}{message}")
 
 
-def _build_parser(options_cls: type, prog: str) -> _Parser:
-    parser = _Parser(prog=prog, allow_abbrev=False, argument_default=argparse.SUPPRESS,
-                     description=(options_cls.__doc__ or "").strip())
+def field_types(options_cls: type) -> dict[str, type]:
+    """Each option's Python type (bool, int, float or str), by name."""
+    kinds = {"bool": bool, "int": int, "float": float, "str": str}
+    return {f.name: kinds[f.type if isinstance(f.type, str) else f.type.__name__] for f in fields(options_cls)}
+
+
+def build_parser(options_cls: type, prog: str, *, defaults: dict[str, Any] | None = None,
+                 notes: dict[str, str] | None = None, epilog: str | None = None) -> CommandParser:
+    """The argparse parser of an options dataclass. ``defaults`` replaces the dataclass defaults shown in the help
+    (the values a run would use), ``notes`` adds a remark to an option's default (e.g. the quick preset's value)."""
+    defaults = defaults or {}
+    parser = CommandParser(prog=prog, argument_default=argparse.SUPPRESS, epilog=epilog,
+                           description=(options_cls.__doc__ or "").strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    types = field_types(options_cls)
     for f in fields(options_cls):
-        kind = _field_types(options_cls)[f.name]
+        kind = types[f.name]
         help_text = f.metadata.get("help", "")
         if "choices" in f.metadata:
             help_text += f" {{{'|'.join(map(str, f.metadata['choices']))}}}"
-        help_text += f" (default: {f.default})"
+        default = defaults.get(f.name, f.default)
+        # A help text that explains its own default (e.g. "default: the trained one") keeps only that explanation.
+        if "(default:" not in help_text and not (default == "" and f.name not in defaults):
+            help_text += f" (default: {default}"
+            help_text += f"; {notes[f.name]})" if notes and f.name in notes else ")"
         if kind is bool:  # `--no_flip` alone means true; `--no_flip false` undoes a YAML value
             parser.add_argument(f"--{f.name}", nargs="?", const="true", metavar="BOOL", help=help_text)
         else:
@@ -245,7 +262,7 @@ def _build_parser(options_cls: type, prog: str) -> _Parser:
 
 def parse_cli(options_cls: type, argv: Sequence[str], prog: str = "train.py") -> dict[str, Any]:
     """The options given on the command line, as raw strings keyed by name."""
-    parser = _build_parser(options_cls, prog)
+    parser = build_parser(options_cls, prog)
     known, rest = parser.parse_known_args(list(argv))
     if rest:
         bad = next((a for a in rest if a.startswith("-")), rest[0])
@@ -253,6 +270,17 @@ def parse_cli(options_cls: type, argv: Sequence[str], prog: str = "train.py") ->
             raise _unknown(bad.lstrip("-").split("=")[0], [f.name for f in fields(options_cls)], "")
         raise UserError(f"unexpected argument '{bad}' (options are written --name value)")
     return vars(known)
+
+
+def parse_options(options_cls: type, argv: Sequence[str], prog: str) -> Any:
+    """Validated options of a command whose options come from its command line alone (test.py, export)."""
+    values: dict[str, Any] = {}
+    _apply(values, parse_cli(options_cls, argv, prog), field_types(options_cls), "")
+    return validate(options_cls, values)
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    return "-h" in argv or "--help" in argv
 
 
 def peek(argv: Sequence[str], name: str) -> str | None:
@@ -276,7 +304,8 @@ def validate(options_cls: type, values: dict[str, Any]) -> Any:
     for f in fields(options_cls):
         value = values.get(f.name, f.default)
         if "choices" in f.metadata and value not in f.metadata["choices"]:
-            valid = ", ".join(map(str, f.metadata["choices"]))
+            # an empty choice means "not given" (the run's saved value is used): not something to type
+            valid = ", ".join(str(c) for c in f.metadata["choices"] if c != "")
             raise UserError(f"option --{f.name}: '{value}' is not one of {valid}")
         minimum = f.metadata.get("minimum")
         if minimum is not None and value < minimum:
@@ -286,31 +315,66 @@ def validate(options_cls: type, values: dict[str, Any]) -> Any:
     return options
 
 
+def model_defaults(options_cls: type, model: str, chosen: dict[str, Any], *, quick: bool) -> dict[str, Any]:
+    """The values a model starts from before the user's own: options/<model>.yaml, the presets that follow from
+    ``chosen`` (the user's options, raw), then options/<model>_quick.yaml when ``quick``."""
+    types = field_types(options_cls)
+    values: dict[str, Any] = {}
+    paper, *quick_files = model_yaml_files(model, quick=quick, missing=True)
+    for path in (paper, None, *quick_files):
+        if path is None:  # after the paper's defaults, before the quick preset
+            _apply(values, options_cls.presets({**values, **chosen}), types, " (preset)")
+        elif path.is_file():
+            _apply(values, read_yaml(path), types, f" in {path}")
+    return values
+
+
 def resolve(options_cls: type, model: str, argv: Sequence[str], *, prog: str = "train.py",
             run_config: Path | None = None) -> Any:
     """Resolved, validated options for ``model`` from its YAML files, a saved run and the command line.
 
     ``run_config`` is the saved config.yaml of a run being resumed; it replaces the model's YAML files.
     """
-    types = _field_types(options_cls)
+    types = field_types(options_cls)
     cli = parse_cli(options_cls, argv, prog)
     values: dict[str, Any] = {}
     if run_config is not None:
         _apply(values, read_yaml(run_config), types, f" in {run_config}")
     else:
         user = {**(read_yaml(cli["config"]) if cli.get("config") else {}), **cli}
-        paper, *quick = model_yaml_files(model, quick=not cli.get("dataroot") and not _config_dataroot(cli),
-                                         missing=True)
-        for path in (paper, None, *quick):
-            if path is None:  # after the paper's defaults, before the quick preset
-                _apply(values, options_cls.presets({**values, **user}), types, " (preset)")
-            elif path.is_file():
-                _apply(values, read_yaml(path), types, f" in {path}")
+        values = model_defaults(options_cls, model, user,
+                                quick=not cli.get("dataroot") and not _config_dataroot(cli))
     if cli.get("config"):
         _apply(values, read_yaml(cli["config"]), types, f" in {cli['config']}")
     _apply(values, cli, types, "")
     values["model"] = model
     return validate(options_cls, values)
+
+
+MODEL_HELP_EPILOG = """Defaults shown are the model's: options/{model}.yaml (the paper's) over the shared ones. Without
+--dataroot the run uses the built-in data and the quick preset options/{model}_quick.yaml, whose values are noted as
+"quick preset". Later wins: those files, --config FILE, then the command line; --continue_train reads the run's
+saved config.yaml instead of the files."""
+
+
+def model_help_parser(options_cls: type, model: str, argv: Sequence[str], prog: str = "train.py") -> CommandParser:
+    """The parser whose --help shows a model's options with the defaults its run will use: its YAML's over the
+    dataclass's (and the presets that follow from ``argv``, e.g. CUT's --mode), the quick preset's noted."""
+    cli = parse_cli(options_cls, [a for a in argv if a not in ("-h", "--help")], prog)
+    paper = model_defaults(options_cls, model, cli, quick=False)
+    quick = model_defaults(options_cls, model, cli, quick=True)
+    paper["model"] = model
+    notes = {k: f"quick preset: {v}" for k, v in quick.items() if paper.get(k, _default_of(options_cls, k)) != v}
+    return build_parser(options_cls, prog, defaults=paper, notes=notes, epilog=MODEL_HELP_EPILOG.format(model=model))
+
+
+def model_help(options_cls: type, model: str, argv: Sequence[str], prog: str = "train.py") -> str:
+    """The --help text of a model (``model_help_parser``)."""
+    return model_help_parser(options_cls, model, argv, prog).format_help()
+
+
+def _default_of(options_cls: type, name: str) -> Any:
+    return next(f.default for f in fields(options_cls) if f.name == name)
 
 
 def _config_dataroot(cli: dict[str, Any]) -> str:
@@ -327,5 +391,5 @@ def model_yaml_files(model: str, *, quick: bool, missing: bool = False) -> list[
 def load_options(options_cls: type, path: str | Path) -> Any:
     """Options saved beside a checkpoint (config.yaml), validated against the model's schema."""
     values: dict[str, Any] = {}
-    _apply(values, read_yaml(path), _field_types(options_cls), f" in {path}")
+    _apply(values, read_yaml(path), field_types(options_cls), f" in {path}")
     return validate(options_cls, values)

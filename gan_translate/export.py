@@ -8,9 +8,10 @@ off, BatchNorm on its running statistics): an exported model is meant to be dete
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +20,10 @@ from torch import nn
 from gan_translate import config
 from gan_translate.config import choice, opt
 from gan_translate.errors import UserError
+from gan_translate.extras import from_source_checkout, install_hint
 from gan_translate.inference import load_model
 
-__all__ = ["ExportOptions", "StridePadded", "export_onnx", "export_command", "EXPORT_FORMATS"]
+__all__ = ["ExportOptions", "StridePadded", "export_graph", "export_onnx", "export_command", "EXPORT_FORMATS"]
 
 
 class StridePadded(nn.Module):
@@ -53,12 +55,18 @@ def exportable(net: nn.Module) -> nn.Module:
     return net
 
 
+def export_graph(model: nn.Module, key: str) -> nn.Module:
+    """The module ``export_onnx`` traces for inference network ``key``: a model whose network takes more than the
+    image (fast_style: its style) gives its own one-input graph; any other network goes through ``exportable``."""
+    return model.exportable(key) if hasattr(model, "exportable") else exportable(model.nets[key])
+
+
 EXPORT_FORMATS = ("onnx",)
 
 
 @dataclass
 class ExportOptions:
-    """Options of ``python -m gan_translate export``."""
+    """Export a trained generator (python -m gan_translate export)."""
 
     name: str = opt("", "the run to export: checkpoints_dir/name (required)")
     checkpoints_dir: str = opt("checkpoints", "where runs are saved")
@@ -79,6 +87,9 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
     model, options, ckpt = load_model(path, epoch=epoch, device="cpu", eval_mode=True)
     if model.needs_style:
         raise UserError(f"model {model.name} translates with a style image; ONNX export covers one-input generators")
+    if not model.translates_with_one_net:
+        raise UserError(f"model {model.name} translates through several networks ({', '.join(model.inference_nets)}); "
+                        "ONNX export covers one-network generators")
     key = net or model.inference_nets[0]
     if key not in model.inference_nets:
         raise UserError(f"option --net: '{key}' is not an inference network of {model.name} "
@@ -86,12 +97,14 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
     channels = options.output_nc if key == "G_B" else options.input_nc
     target = Path(output) if output else ckpt / f"net_{key}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a model whose network takes more than the image (fast_style: its style) exports its own one-input graph
-    graph = model.exportable(key) if hasattr(model, "exportable") else exportable(model.nets[key])
+    graph = export_graph(model, key)
     example = torch.zeros(1, channels, *example_size)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     # The TorchScript-based exporter: it traces the shape arithmetic of StridePadded symbolically in about a second;
     # the dynamo exporter needs onnxscript and is an order of magnitude slower for these networks.
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError("ONNX export needs the onnx package: pip install onnx" +
+                        (f' (part of the dev extra: {install_hint("dev")})' if from_source_checkout() else ""))
     try:
         torch.onnx.export(graph, (example,), str(target), input_names=["image"], output_names=["translated"],
                           dynamic_axes={"image": dynamic, "translated": dynamic}, opset_version=opset, dynamo=False)
@@ -103,12 +116,10 @@ def export_onnx(path: str | Path, output: str | Path | None = None, *, epoch: st
 def export_command(argv: Sequence[str], prog: str = "python -m gan_translate export") -> int:
     """The ``export`` command."""
     argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        config._build_parser(ExportOptions, prog).print_help()
+    if config.wants_help(argv):
+        config.build_parser(ExportOptions, prog).print_help()
         return 0
-    values: dict[str, Any] = {}
-    config._apply(values, config.parse_cli(ExportOptions, argv, prog), config._field_types(ExportOptions), "")
-    o: ExportOptions = config.validate(ExportOptions, values)
+    o: ExportOptions = config.parse_options(ExportOptions, argv, prog)
     target = export_onnx(Path(o.checkpoints_dir) / o.name, o.output or None, epoch=o.epoch, net=o.net,
                          opset=o.opset)
     print(f"exported {o.net or 'the generator'} of {o.name} to {target}")

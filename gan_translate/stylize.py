@@ -12,23 +12,30 @@ image (or noise, or the style image) and minimise with L-BFGS
 
 over VGG-19 activations. The style term is any weighted mix of the losses in ``gan_translate.losses.style``: Gram
 (Gatys), shifted Gram (Berger & Memisevic 2017), MMD with linear/polynomial/Gaussian kernels and BN statistics (Li et
-al. 2017), MRF patches (Li & Wand 2016). Defaults follow Gatys et al.: content on conv4_2 and style on conv1_1 ..
-conv5_1 with equal layer weights, average pooling, L-BFGS. Their "conv4_2" is the blob of that name in Caffe, where the
-ReLU runs in place, i.e. the activation after the ReLU -- here ``relu4_2`` (and ``relu1_1`` .. ``relu5_1``), the
-layers their own PyTorch code reads. The MRF loss reads relu3_1 and relu4_1, as Li & Wand.
+al. 2017), MRF patches (Li & Wand 2016), histogram matching (Risser et al. 2017, ``losses/histogram.py``) and feature
+reshuffle (Gu et al. 2018, ``losses/reshuffle.py``). ``laplacian_weight`` adds the Laplacian loss (Li et al. 2017,
+``losses/laplacian.py``), an image-space term that keeps the content's edges. Defaults follow Gatys et al.: content on
+conv4_2 and style on conv1_1 .. conv5_1 with equal layer weights, average pooling, L-BFGS. Their "conv4_2" is the blob
+of that name in Caffe, where the ReLU runs in place, i.e. the activation after the ReLU -- here ``relu4_2`` (and
+``relu1_1`` .. ``relu5_1``), the layers their own PyTorch code reads. The MRF loss reads relu3_1 and relu4_1, as Li &
+Wand.
 
 mmd_gaussian compares random subsets of positions (``gaussian_samples``, redrawn every step) on maps larger than that,
 which makes the objective noisy: Adam copes with that better than L-BFGS.
 
 Scale of the weights: style terms are the papers' per-layer formulas (size-independent); content, MRF and TV are means.
-The defaults (content 1, style 1000, TV 0) put the two main terms in the same range for torchvision's VGG-19 judging by
-the published PyTorch settings; they were not tuned here (no weights on this machine): adjust to taste.
+The defaults (content 1, style 3, TV 0; 150 L-BFGS iterations from the content at 384 px) were tuned by eye with the
+Caffe VGG-19 of the style extra on photos and paintings: the photo's structure stays and the painting's colours and
+strokes cover it, as in Gatys et al.'s figures; a style weight of 1000 (the earlier default) leaves the painting's
+shapes with the photo barely visible. Raise --style_weight for more style, --image_size and --steps for detail.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +46,26 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from gan_translate.config import CommandParser
 from gan_translate.data.colour import combine_luminance, luminance, match_colour, match_luminance
 from gan_translate.data.images import load_image, pil_to_tensor, save_image
+from gan_translate.engine.safety import GracefulStop
+from gan_translate.engine.stopping import StopWatcher
 from gan_translate.errors import UserError
+from gan_translate.losses.laplacian import LaplacianLoss, check_pools
+from gan_translate.losses.guided import GUIDE_MODES, GuidedGramLoss, propagate_guides
+from gan_translate.losses.matting import matting_loss
 from gan_translate.losses.style import STYLE_LOSSES, StyleLoss, content_loss, tv_loss
 from gan_translate.nets.vgg import LAYER_NAMES, RANDOM_WEIGHTS, VGG19, VGG_KINDS, build_vgg19, check_layers
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MIN_SIZE = 32  # VGG-19 pools five times: below this the deep maps vanish
+# style losses that read layers of their own (the settings' field), not --style_layers
+OWN_LAYERS = {"mrf": "mrf_layers", "histogram": "histogram_layers", "reshuffle": "reshuffle_layers"}
+# Weights of the histogram loss beside a Gram loss of weight 1, and of the Laplacian term, that docs/stylize.md shows
+# (tuned by eye with the Caffe VGG-19 at the defaults: the demo's combinations use them)
+HISTOGRAM_WEIGHT = 1.0
+LAPLACIAN_WEIGHT = 1e-2
 SHIFT_IMAGE_PIXELS = 16  # default shifted-Gram delta: 16 image pixels at every layer (16, 8, 4, 2, 1 map cells)
 
 
@@ -54,14 +73,14 @@ SHIFT_IMAGE_PIXELS = 16  # default shifted-Gram delta: 16 image pixels at every 
 class StylizeSettings:
     """Everything ``stylize`` needs besides the images and the network (defaults: Gatys et al. 2016)."""
 
-    image_size: int = 512  # longer side of the working resolution; the output is resized back to the content's size
+    image_size: int = 384  # longer side of the working resolution; the output is resized back to the content's size
     style_scale: float = 1.0  # style images are resized to style_scale * image_size (longer side)
     init: str = "content"  # content | noise | style
     optimizer: str = "lbfgs"  # lbfgs | adam
-    steps: int = 500
+    steps: int = 150  # from the content, L-BFGS has the look by ~100 iterations (docs/stylize.md "Defaults")
     lr: float = 0.0  # 0 = the optimizer's default (L-BFGS 1.0; Adam 0.08, i.e. jcjohnson's 10 on the 0..255 scale)
     content_weight: float = 1.0
-    style_weight: float = 1e3
+    style_weight: float = 3.0  # with the Caffe VGG-19: the content's structure stays, as in Gatys et al.'s figures
     tv_weight: float = 0.0
     style_losses: dict[str, float] = field(default_factory=lambda: {"gram": 1.0})
     content_layers: tuple[str, ...] = ("relu4_2",)
@@ -79,6 +98,16 @@ class StylizeSettings:
     pool: str = "avg"
     seed: int = 0
     save_every: int = 0
+    # spatial control and photorealism (gan_translate.stylize_control): used when guides / a Laplacian are given
+    guide_mode: str = "auto"  # simple | all | inside; auto = inside for one style image, simple for one per region
+    guide_grow: int = 0  # widen (> 0) or erode (< 0) every layer's guides by that many cells
+    matting_weight: float = 0.0  # Luan et al.'s photorealism term lambda * sum_c V_c^T L V_c (their lambda: 1e4)
+    # ---- histogram, feature reshuffle and Laplacian losses (losses/histogram.py, reshuffle.py, laplacian.py)
+    histogram_layers: tuple[str, ...] = ("relu1_1", "relu4_1")  # Risser et al.
+    reshuffle_layers: tuple[str, ...] = ("relu4_1",)  # Gu et al.'s first level
+    reshuffle_patch_size: int = 3  # Gu et al. at conv4_1
+    laplacian_weight: float = 0.0  # 0 = off
+    laplacian_pools: dict[int, float] = field(default_factory=lambda: {4: 1.0})  # pooling (px) -> weight; Li et al.
 
     def validate(self) -> None:
         """One-line UserErrors naming the option."""
@@ -98,7 +127,16 @@ class StylizeSettings:
             (self.mrf_patch_size >= 1 and self.mrf_stride >= 1 and self.mrf_style_stride >= 1,
              "options --mrf_patch_size/--mrf_stride/--mrf_style_stride must be at least 1"),
             (self.save_every >= 0, "option --save_every: must not be negative"),
+            (self.guide_mode in ("auto", *GUIDE_MODES),
+             f"option --guide_mode: '{self.guide_mode}' is not one of auto, {', '.join(GUIDE_MODES)}"),
+            (self.matting_weight >= 0, "option --matting_weight: must not be negative"),
             (min(self.shift_deltas, default=0) >= 0, "option --shift_deltas: deltas must not be negative"),
+            (self.reshuffle_patch_size >= 1 and self.reshuffle_patch_size % 2 == 1,
+             f"option --reshuffle_patch_size: {self.reshuffle_patch_size} must be odd and positive"),
+            (self.laplacian_weight >= 0, "option --laplacian_weight: must not be negative"),
+            (bool(self.laplacian_pools) and min(self.laplacian_pools) >= 1
+             and min(self.laplacian_pools.values()) >= 0,
+             "option --laplacian_pools: pooling sizes must be at least 1 and weights not negative"),
         ]
         for ok, message in checks:
             if not ok:
@@ -106,6 +144,8 @@ class StylizeSettings:
         check_layers(self.content_layers, "content_layers")
         check_layers(self.style_layers, "style_layers")
         check_layers(self.mrf_layers, "mrf_layers")
+        check_layers(self.histogram_layers, "histogram_layers")
+        check_layers(self.reshuffle_layers, "reshuffle_layers")
         _layer_weights(self.content_layers, self.content_layer_weights, "content_layer_weights")
         _layer_weights(self.style_layers, self.style_layer_weights, "style_layer_weights")
         if not self.style_losses:
@@ -116,7 +156,8 @@ class StylizeSettings:
             if weight < 0:
                 raise UserError(f"option --style_loss: weight of {name} is negative")
         if not self.layers_in_use():
-            raise UserError("options --content_layers/--style_layers/--mrf_layers: no layer left to compare")
+            raise UserError("options --content_layers/--style_layers/--mrf_layers/--histogram_layers/"
+                            "--reshuffle_layers: no layer left to compare")
         if len(self.shift_deltas) not in (0, 1, len(self.style_layers)):
             raise UserError(f"option --shift_deltas: give one delta or one per style layer ({len(self.style_layers)})")
 
@@ -124,8 +165,12 @@ class StylizeSettings:
         """Every layer some loss reads, shallowest first."""
         used = set(self.content_layers)
         for kind in self.style_losses:
-            used.update(self.mrf_layers if kind == "mrf" else self.style_layers)
+            used.update(self.loss_layers(kind))
         return sorted(used, key=LAYER_NAMES.index)
+
+    def loss_layers(self, kind: str) -> tuple[str, ...]:
+        """The layers style loss ``kind`` reads: mrf, histogram and reshuffle have their own lists."""
+        return getattr(self, OWN_LAYERS[kind]) if kind in OWN_LAYERS else self.style_layers
 
     def deltas(self) -> list[int]:
         """The shifted-Gram delta of each style layer."""
@@ -173,6 +218,8 @@ def _style_loss(kind: str, settings: StylizeSettings, delta: int) -> StyleLoss:
         "mmd_gaussian": lambda: STYLE_LOSSES["mmd_gaussian"](settings.gaussian_samples, settings.seed),
         "bn": STYLE_LOSSES["bn"],
         "mrf": lambda: STYLE_LOSSES["mrf"](settings.mrf_patch_size, settings.mrf_stride, settings.mrf_style_stride),
+        "histogram": STYLE_LOSSES["histogram"],
+        "reshuffle": lambda: STYLE_LOSSES["reshuffle"](settings.reshuffle_patch_size),
     }
     return builders[kind]()
 
@@ -185,17 +232,21 @@ class GatysObjective:
         content: (1, 3, H, W) in [-1, 1].
         styles: style images (1, 3, H', W'), any sizes.
         style_weights: blending weights of the style images (normalised to sum 1).
+        guides: spatial control: the content's guides (R, H, W) and each style image's (R, H', W'), in [0, 1]; the
+            Gram loss becomes the guided Gram loss (``losses.guided``).
+        laplacian: the content's matting Laplacian (sparse (H W, H W)): adds ``matting_weight`` x the matting loss.
     """
 
     def __init__(self, vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                 style_weights: Sequence[float], settings: StylizeSettings) -> None:
-        self.vgg, self.settings = vgg, settings
+                 style_weights: Sequence[float], settings: StylizeSettings, *,
+                 guides: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None,
+                 laplacian: torch.Tensor | None = None) -> None:
+        self.vgg, self.settings, self.laplacian = vgg, settings, laplacian
         total = float(sum(style_weights))
         blend = [w / total for w in style_weights]
         self.content_terms = list(zip(settings.content_layers,
                                       _layer_weights(settings.content_layers, settings.content_layer_weights, "")))
         style_layer_weights = _layer_weights(settings.style_layers, settings.style_layer_weights, "")
-        mrf_weights = _layer_weights(settings.mrf_layers, (), "")
         self.layers = settings.layers_in_use()
         with torch.no_grad():
             content_feats = vgg.extract(content, self.layers)
@@ -203,13 +254,18 @@ class GatysObjective:
         self.content_targets = {layer: content_feats[layer].detach() for layer, _ in self.content_terms}
         self.style_terms: list[_StyleTerm] = []
         deltas = dict(zip(settings.style_layers, settings.deltas()))
+        guided = _layer_guides(vgg, guides, settings, len(styles)) if guides is not None else None
         for kind, type_weight in settings.style_losses.items():
-            pairs = (zip(settings.mrf_layers, mrf_weights) if kind == "mrf"
-                     else zip(settings.style_layers, style_layer_weights))
-            for layer, layer_weight in pairs:
-                loss = _style_loss(kind, settings, deltas.get(layer, 0))
+            layers = settings.loss_layers(kind)
+            # --style_layer_weights weigh the style layers; losses with their own layer lists weigh them equally
+            layer_weights = _layer_weights(layers, (), "") if kind in OWN_LAYERS else style_layer_weights
+            for layer, layer_weight in zip(layers, layer_weights):
+                loss = (GuidedGramLoss(guided[0][layer], [g[layer] for g in guided[1]]) if guided and kind == "gram"
+                        else _style_loss(kind, settings, deltas.get(layer, 0)))
+                loss.set_content(content_feats[layer])
                 targets = loss.targets([f[layer] for f in style_feats], blend)
                 self.style_terms.append(_StyleTerm(kind, layer, type_weight * layer_weight, loss, targets))
+        self.edge_loss = LaplacianLoss(content, settings.laplacian_pools) if settings.laplacian_weight else None
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The total loss (a scalar with a graph to ``image``) and its weighted parts as floats."""
@@ -225,8 +281,28 @@ class GatysObjective:
             parts[term.kind] = parts.get(term.kind, image.new_zeros(())) + s.style_weight * term.weight * value
         if s.tv_weight:
             parts["tv"] = s.tv_weight * tv_loss(image)
+        if self.edge_loss is not None:
+            parts["laplacian"] = s.laplacian_weight * self.edge_loss(image)
+        if s.matting_weight and self.laplacian is not None:
+            parts["matting"] = s.matting_weight * matting_loss(image, self.laplacian)
         total = sum(parts.values(), image.new_zeros(()))
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _layer_guides(vgg: VGG19, guides: tuple[torch.Tensor, Sequence[torch.Tensor]], settings: StylizeSettings,
+                  n_styles: int) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The image guides carried to every style layer's map, for the content and for each style image."""
+    if set(settings.style_losses) - {"gram"}:
+        raise UserError("options --content_mask/--style_masks: guided regions work with the gram style loss only "
+                        f"(--style_loss {','.join(settings.style_losses)})")
+    mode = settings.guide_mode if settings.guide_mode != "auto" else ("inside" if n_styles == 1 else "simple")
+    names = LAYER_NAMES[: len(vgg.features)]
+    device = vgg.input_weight.device
+
+    def carry(g: torch.Tensor) -> dict[str, torch.Tensor]:
+        return propagate_guides(g.to(device), vgg.features, names, settings.style_layers, mode, settings.guide_grow)
+
+    return carry(guides[0]), [carry(g) for g in guides[1]]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -270,11 +346,17 @@ def _initial_image(kind: str, content: torch.Tensor, style: torch.Tensor, seed: 
 
 def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StylizeSettings, *,
             style_weights: Sequence[float] | None = None, progress: bool = True,
-            callback: Callable[[int, torch.Tensor], None] | None = None) -> StylizeResult:
+            callback: Callable[[int, torch.Tensor], None] | None = None,
+            guides: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None, laplacian: torch.Tensor | None = None,
+            init_image: torch.Tensor | None = None,
+            on_step: Callable[[int, torch.Tensor], None] | None = None) -> StylizeResult:
     """Optimises an image that has ``content``'s content and the style of ``styles`` (all (1, 3, h, w), [-1, 1], at
     the working size; ``preserve_color`` must already have been applied to them -- see ``prepare_images``).
 
-    ``callback(step, image)`` runs after every ``settings.save_every``-th step.
+    ``callback(step, image)`` runs after every ``settings.save_every``-th step; ``on_step(step, image)`` after every
+    step (and with step 0 before the first), e.g. to keep the image a stop should write. ``guides`` and
+    ``laplacian``: see ``GatysObjective``; ``init_image`` (content's size) replaces ``settings.init`` (the
+    coarse-to-fine schedule).
 
     Raises:
         UserError: bad settings, or the loss became NaN/inf (the message suggests a lower learning rate).
@@ -283,8 +365,9 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
     weights = list(style_weights) if style_weights else [1.0] * len(styles)
     if len(weights) != len(styles) or min(weights) < 0 or sum(weights) <= 0:
         raise UserError(f"option --style_weights: need {len(styles)} non-negative weights with a positive sum")
-    objective = GatysObjective(vgg, content, styles, weights, settings)
-    image = _initial_image(settings.init, content, styles[0], settings.seed).requires_grad_(True)
+    objective = GatysObjective(vgg, content, styles, weights, settings, guides=guides, laplacian=laplacian)
+    image = (init_image.detach().clone(memory_format=torch.contiguous_format) if init_image is not None
+             else _initial_image(settings.init, content, styles[0], settings.seed)).requires_grad_(True)
     optimizer = OPTIMIZERS[settings.optimizer]([image], settings.lr)
     parts: dict[str, float] = {}
 
@@ -297,6 +380,8 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
         return total
 
     losses: list[float] = []
+    if on_step is not None:
+        on_step(0, image.detach())
     bar = tqdm(range(1, settings.steps + 1), disable=not progress, desc="stylize", dynamic_ncols=True)
     for step in bar:
         loss = float(optimizer.step(closure).detach())
@@ -304,6 +389,8 @@ def stylize(vgg: VGG19, content: torch.Tensor, styles: Sequence[torch.Tensor], s
             raise UserError(f"the optimisation diverged at step {step} (loss {loss}): lower --lr or the loss weights")
         losses.append(loss)
         bar.set_postfix_str(" ".join(f"{k} {v:.3g}" for k, v in parts.items()))
+        if on_step is not None:
+            on_step(step, image.detach())
         if callback is not None and settings.save_every and step % settings.save_every == 0:
             callback(step, image.detach())
     with torch.no_grad():
@@ -360,11 +447,6 @@ def finish(image: torch.Tensor, original: torch.Tensor, mode: str) -> torch.Tens
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def _csv(kind: type, option: str) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
         try:
@@ -390,9 +472,23 @@ def parse_style_losses(text: str) -> dict[str, float]:
     return out
 
 
+def parse_laplacian_pools(text: str) -> dict[int, float]:
+    """'4:1,16:16' -> {4: 1.0, 16: 16.0}: pooling size in pixels -> weight; a size alone has weight 1."""
+    out: dict[int, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        size, _, weight = item.partition(":")
+        try:
+            out[int(size)] = float(weight) if weight else 1.0
+        except ValueError:
+            raise UserError(f"option --laplacian_pools: expected SIZE[:WEIGHT],..., got '{item}'") from None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = StylizeSettings()
-    p = _Parser(prog="python -m gan_translate stylize", allow_abbrev=False,
+    p = CommandParser(prog="python -m gan_translate stylize",
                 description="Neural style transfer by optimisation (Gatys et al. 2016 and variants).")
     a = p.add_argument
     a("--content", required=True, metavar="IMG", help="content image")
@@ -428,6 +524,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mrf_patch_size", type=int, default=d.mrf_patch_size, help="(default: 3)")
     a("--mrf_stride", type=int, default=d.mrf_stride, help="stride of the synthesis patches (default: 2)")
     a("--mrf_style_stride", type=int, default=d.mrf_style_stride, help="stride of the style patches (default: 2)")
+    # ---- histogram, feature reshuffle and Laplacian losses
+    a("--histogram_layers", type=_csv(str, "histogram_layers"), default=d.histogram_layers, metavar="L,...",
+      help="layers of the histogram loss (default: relu1_1,relu4_1)")
+    a("--reshuffle_layers", type=_csv(str, "reshuffle_layers"), default=d.reshuffle_layers, metavar="L,...",
+      help="layers of the reshuffle loss (default: relu4_1)")
+    a("--reshuffle_patch_size", type=int, default=d.reshuffle_patch_size,
+      help="patch size of the reshuffle matching, odd (default: 3)")
+    a("--laplacian_weight", type=float, default=d.laplacian_weight,
+      help="weight of the Laplacian loss, which keeps the content's edges (default: 0 = off)")
+    a("--laplacian_pools", type=parse_laplacian_pools, default=d.laplacian_pools, metavar="SIZE:W,...",
+      help="average pooling (pixels) before each Laplacian and its weight (default: 4:1)")
     a("--preserve_color", default=d.preserve_color, choices=PRESERVE,
       help="keep the content's colours: luminance-only transfer or colour histogram matching (default: none)")
     a("--pool", default=d.pool, choices=("avg", "max"), help="VGG pooling (default: avg, as Gatys et al.)")
@@ -442,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     a("--seed", type=int, default=d.seed, help="noise init and Gaussian-MMD sampling (default: 0)")
     a("--quiet", action="store_true", help="no progress bar")
+    from gan_translate.stylize_control import add_control_options
+
+    add_control_options(p)
     return p
 
 
@@ -468,8 +578,19 @@ def run(argv: Sequence[str]) -> int:
         style_layer_weights=args.style_layer_weights, mrf_layers=args.mrf_layers, shift_deltas=args.shift_deltas,
         poly_c=args.poly_c, gaussian_samples=args.gaussian_samples, mrf_patch_size=args.mrf_patch_size,
         mrf_stride=args.mrf_stride, mrf_style_stride=args.mrf_style_stride, preserve_color=args.preserve_color,
-        pool=args.pool, seed=args.seed, save_every=args.save_every)
+        pool=args.pool, seed=args.seed, save_every=args.save_every, guide_mode=args.guide_mode,
+        guide_grow=args.guide_grow, histogram_layers=args.histogram_layers, reshuffle_layers=args.reshuffle_layers,
+        reshuffle_patch_size=args.reshuffle_patch_size, laplacian_weight=args.laplacian_weight,
+        laplacian_pools=args.laplacian_pools)
+    from gan_translate import stylize_control as control
+
+    controls = control.controls_from_args(args)
+    if controls.photorealistic:
+        settings = control.photorealistic_settings(settings)
+    settings.matting_weight = (args.matting_weight if args.matting_weight >= 0
+                               else control.default_matting_weight(controls.photorealistic))
     settings.validate()
+    controls.validate(len(args.style))
     if args.style_weights is not None and len(args.style_weights) != len(args.style):
         raise UserError(f"option --style_weights: {len(args.style_weights)} weights for {len(args.style)} style images")
     out = Path(args.out)
@@ -482,6 +603,8 @@ def run(argv: Sequence[str]) -> int:
     if style_size < MIN_SIZE:
         raise UserError(f"option --style_scale: style images would be {style_size} px, below {MIN_SIZE}")
     styles = [load_resized(path, style_size) for path in args.style]
+    if settings.laplacian_weight:
+        check_pools(tuple(content.shape[-2:]), settings.laplacian_pools)
     if args.vgg_weights == RANDOM_WEIGHTS:
         print("warning: --vgg_weights random: an untrained network; the picture says nothing about style "
               "(for tests and debugging only)", file=sys.stderr)
@@ -495,8 +618,38 @@ def run(argv: Sequence[str]) -> int:
         path = out.with_name(f"{out.stem}_{step:05d}{out.suffix}")
         save_image(finish(image, original, settings.preserve_color)[0], path)
 
-    result = stylize(vgg, content, styles, settings, style_weights=args.style_weights, progress=not args.quiet,
-                     callback=save)
+    last: dict[str, tuple[int, torch.Tensor]] = {}
+
+    def keep(step: int, image: torch.Tensor) -> None:
+        last["image"] = (step, image.clone())  # one assignment: the watcher thread sees a whole pair
+
+    def write_on_stop(signal_name: str) -> None:
+        """A stop signal (Ctrl-C, timeout, a scheduler): write the image of the last completed step at once, from
+        the watcher thread (the main thread may be inside a step of many seconds), say which step, and end."""
+        step, image = last.get("image", (0, content))
+        path = out.with_name(f"{out.stem}_{step:05d}{out.suffix}")
+        try:
+            save_image(finish(image, original, settings.preserve_color)[0], path)
+            message = f"stopped by {signal_name} at step {step} of {settings.steps}; wrote {path}"
+        except Exception as err:  # noqa: BLE001 -- the stop must end the process whatever happened
+            message = f"stopped by {signal_name} at step {step} of {settings.steps}; could not write {path}: {err}"
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(128 + int(getattr(signal, signal_name)))
+
+    stop = GracefulStop().install()
+    watcher = StopWatcher(write_on_stop).start()
+    try:
+        if controls.active or settings.matting_weight > 0:
+            result = control.run_controlled(vgg, settings, controls, args.content, args.style,
+                                            style_weights=args.style_weights, device=device, progress=not args.quiet,
+                                            callback=save, on_step=keep)
+        else:
+            result = stylize(vgg, content, styles, settings, style_weights=args.style_weights,
+                             progress=not args.quiet, callback=save, on_step=keep)
+    finally:
+        watcher.stop()
+        stop.restore()
     save_image(finish(result.image, original, settings.preserve_color)[0], out)
     print(f"wrote {out} ({original.shape[-1]}x{original.shape[-2]}); loss {result.losses[0]:.4g} -> "
           f"{result.losses[-1]:.4g}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The README's picture of the web demo, made the way the browser test drives the page (tests/demo_browser.py).
+"""The README's picture of the web demo, made the way the browser test drives the page (gan_translate/demo/browser.py).
 
     accelerate launch train.py --model pix2pix --name facades_builtin        # the built-in facades, quick preset
     python scripts/demo_screenshot.py --run checkpoints/facades_builtin --out docs/demo.png
@@ -15,9 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
 from gan_translate.demo import create_app  # noqa: E402
+from gan_translate.demo.browser import Served, missing_browser, open_browser, save_small_png, translate_in_page  # noqa: E402
 from gan_translate.demo.runs import example_images  # noqa: E402
-from tests.demo_browser import missing_browser, open_browser, save_small_png, translate_in_page  # noqa: E402
-from tests.demo_helpers import Served  # noqa: E402
 
 
 def main() -> int:

@@ -37,3 +37,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_styles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in style data set at 32 px: 4 content images, 2 images of each style."""
+    from gan_translate.data.styles import ensure_builtin_styles
+
+    return ensure_builtin_styles(tmp_path_factory.mktemp("styles"), size=32, n_content=4, per_class=2)
+
+
+@pytest.fixture
+def trained_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The global step of every training step the trainer runs in this test, in order (0-based, as the models see
+    it): a resumed run must show the steps after its checkpoint, not a fresh start that a fixed seed would make
+    indistinguishable by its weights alone."""
+    from gan_translate.engine import trainer
+
+    seen: list[int] = []
+    real = trainer.StepContext
+
+    def recording(*args, **kwargs):
+        context = real(*args, **kwargs)
+        seen.append(context.step)
+        return context
+
+    monkeypatch.setattr(trainer, "StepContext", recording)
+    return seen

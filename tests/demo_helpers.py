@@ -7,7 +7,6 @@ all the demo reads and takes a fraction of a second per run.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -89,26 +88,3 @@ def picture(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
     array = np.stack([255 * xx / w, 255 * yy / h, 200 * disc + 30], -1) + rng.normal(0, 4, (h, w, 3))
     Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(path)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """The demo launched in this process (gradio's own server thread), closed by ``close()``."""
-
-    def __init__(self, page, app) -> None:
-        self.page, self.app = page, app
-        self.port = free_port()
-        from gan_translate.demo import serve
-
-        serve(page, port=self.port, block=False)
-        self.url = f"http://127.0.0.1:{self.port}/"
-
-    def close(self) -> None:
-        self.page.close()
-
-

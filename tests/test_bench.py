@@ -25,7 +25,7 @@ def tiny_config(model: str, size: int, **kwargs) -> BenchConfig:
     return BenchConfig(model=model, size=size, **{**TINY, "netG": net_g, **kwargs})
 
 
-# --- the command -------------------------------------------------------------------------------------------------------
+# --- the command ------------------------------------------------------------------------------------------------------
 
 
 def test_bench_command_prints_the_table_and_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -97,7 +97,7 @@ def test_two_ddp_processes_are_timed_per_process(tmp_path: Path, capsys: pytest.
     assert result["speedup_vs_reference"] is None  # the reference ran one process on two threads
 
 
-# --- FLOPs -------------------------------------------------------------------------------------------------------------
+# --- FLOPs ------------------------------------------------------------------------------------------------------------
 
 
 # The PatchGAN's last two (stride-1) layers lose a border pixel each, which 32 px images feel; pix2pix's D (6 input
@@ -198,7 +198,7 @@ def _first_batch(prepared) -> dict:
                            prepared.accelerator.device)
 
 
-# --- activation checkpointing and channels-last -------------------------------------------------------------------------
+# --- activation checkpointing and channels-last -----------------------------------------------------------------------
 
 
 def _saved_bytes(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:

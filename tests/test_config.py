@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,116 @@ def test_missing_dataroot_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(missing) in err and "\n" not in err
     assert not (tmp_path / "pix2pix_nowhere").exists()
+
+
+# ---- --help and the command line ---------------------------------------------------------------------------------
+
+
+def _shown_default(text: str) -> str | None:
+    """The value in an option's '(default: X)' or '(default: X; quick preset: Y)'."""
+    if "(default: " not in text:
+        return None
+    return text.split("(default: ", 1)[1].split(";", 1)[0].rsplit(")", 1)[0]
+
+
+def _quick_note(text: str) -> str | None:
+    return text.split("quick preset: ", 1)[1].rsplit(")", 1)[0] if "quick preset: " in text else None
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_help_shows_the_defaults_the_model_uses(name: str) -> None:
+    """`train.py --model NAME --help`: each option's default is the value a run with --dataroot gets (the model's
+    YAML over the shared defaults), and where the quick preset (no --dataroot) differs, its value is noted."""
+    cls = model_class(name)
+    parser = config.model_help_parser(cls.Options, name, ["--model", name, "--help"])
+    with_data = config.resolve(cls.Options, name, ["--dataroot", "somewhere"]).to_dict()
+    quick = config.resolve(cls.Options, name, []).to_dict()
+    explained = {f.name for f in fields(cls.Options) if "(default:" in f.metadata.get("help", "")}
+    checked = 0
+    for action in parser._actions:
+        key = action.dest
+        if key not in with_data or not action.help or key in explained:
+            continue
+        assert action.help.count("(default:") <= 1, action.help
+        shown = _shown_default(action.help)
+        if shown is None:
+            continue
+        assert shown == str(with_data[key]), (key, action.help)
+        note = _quick_note(action.help)
+        assert note == (str(quick[key]) if quick[key] != with_data[key] else None), (key, action.help)
+        checked += 1
+    assert checked > 30
+
+
+def test_pix2pix_help_names_its_paper_defaults(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        parse_train_options(["--model", "pix2pix", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, value in (("netG", "unet_256; quick preset: unet_64"), ("norm", "batch"), ("gan_mode", "vanilla"),
+                          ("dataset_mode", "aligned"), ("pool_size", "0")):
+        assert f"--{option} " in text and f"(default: {value})" in text, option
+    assert "(default: resnet_9blocks)" not in text and "(default: lsgan)" not in text
+    assert "options/pix2pix_quick.yaml" in text  # the epilog says when the quick preset applies
+
+
+@pytest.mark.parametrize("command", [["train"], ["test"], ["export"], ["bench"], ["bench", "--data"], ["fid"],
+                                     ["stylize"], ["import", "reference"], ["import", "adain"]])
+def test_help_is_plain_text_with_each_default_once(command: list[str], capsys: pytest.CaptureFixture) -> None:
+    from gan_translate.cli import main
+
+    try:
+        code = main([*command, "--help"])
+    except SystemExit as done:  # argparse's own --help
+        code = done.code
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and "``" not in out and ":class:" not in out
+    for entry in " ".join(out.split()).split(" --")[1:]:
+        assert entry.count("(default:") <= 1, entry
+
+
+def test_fid_positional_arguments_are_described(capsys: pytest.CaptureFixture) -> None:
+    from gan_translate.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fid", "--help"])
+    section = capsys.readouterr().out.split("positional arguments:", 1)[1].split("options:", 1)[0]
+    lines = section.splitlines()
+    for name in ("dir_a", "dir_b"):
+        line = next(line for line in lines if line.strip().startswith(name))
+        assert len(line.split(name, 1)[1].strip()) > 10, line
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    from gan_translate import __version__
+    from gan_translate.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gan_translate {__version__}"
+
+
+def test_every_command_parses_with_the_one_parser_class() -> None:
+    """A mistake on any command line is one line and exit code 2 because every parser is config.CommandParser; and
+    config's private helpers stay inside config (its public API is what the other modules use)."""
+    import ast
+
+    package = REPO / "gan_translate"
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and path.name != "config.py":
+                bases = [ast.unparse(b) for b in node.bases]
+                assert "argparse.ArgumentParser" not in bases, f"{path}: {node.name} subclasses ArgumentParser"
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "argparse.ArgumentParser":
+                raise AssertionError(f"{path}:{node.lineno}: a plain argparse.ArgumentParser (use CommandParser)")
+            if path.name != "config.py" and isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                    and ast.unparse(node.value) == "config" and not node.attr.startswith("__"):
+                raise AssertionError(f"{path}:{node.lineno}: config.{node.attr} is private to config")
+            if isinstance(node, ast.ImportFrom) and node.module == "gan_translate.config":
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path}:{node.lineno}: imports config's private {private}"
+    parser = config.CommandParser(prog="x")
+    parser.add_argument("--n", type=int)
+    with pytest.raises(UserError, match="argument --n: invalid int value: 'a'"):
+        parser.parse_args(["--n", "a"])

@@ -1,6 +1,6 @@
 """CUT / FastCUT: the checks of specs/CUT.md section 9 (taps, parameter counts, blur kernels, PatchNCE closed forms,
-patch-id reuse, flip bookkeeping, objective wiring, schedule and data rule), and end to end: both modes train, test,
-export and resume exactly; two processes hold identical weights."""
+patch-id reuse, flip bookkeeping, objective wiring, schedule and data rule), and end to end: both modes train into the
+decay phase and test; two processes hold identical weights (resume and export: test_model_contract.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from gan_translate.data import UnalignedDataset
 from gan_translate.engine.checkpoint import find_checkpoint, load_state
 from gan_translate.engine.schedules import LinearDecay
 from gan_translate.evaluate import inception
-from gan_translate.export import export_onnx
 from gan_translate.losses import patch_nce
 from gan_translate.models import StepContext, create_model, model_class
 from gan_translate.models.cut import CUTModel, PatchSampleMLP
@@ -320,18 +319,13 @@ def cut_run(mode: str, data: Path, checkpoints: Path, name: str, *extra: str) ->
 
 
 @pytest.mark.parametrize("mode", ["cut", "fastcut"])
-def test_trains_tests_exports_and_resumes_exactly(mode: str, tiny_data: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """6 steps straight == 3 steps + --continue_train to 6 (across the epoch boundary, into the decay phase);
-    then test.py, load_translator and ONNX export on the run."""
+def test_trains_into_the_decay_and_tests(mode: str, tiny_data: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """6 steps across the epoch boundary, into the decay phase (netF's learning rate decays with G's and D's); then
+    test.py and load_translator on the run (resume, loading and export of every model: test_model_contract.py)."""
     assert train_main(cut_run(mode, tiny_data, tmp_path, "straight", "--max_steps", "6")) == 0
-    assert train_main(cut_run(mode, tiny_data, tmp_path, "resumed", "--max_steps", "3")) == 0
-    first = weights(find_checkpoint(tmp_path / "resumed"))
-    assert train_main(cut_run(mode, tiny_data, tmp_path, "resumed", "--max_steps", "6", "--continue_train")) == 0
-    straight, resumed = weights(find_checkpoint(tmp_path / "straight")), weights(find_checkpoint(tmp_path / "resumed"))
+    straight = weights(find_checkpoint(tmp_path / "straight"))
     assert sorted({k.split(".")[0] for k in straight}) == ["net_D", "net_F", "net_G"]
-    assert not all(torch.equal(first[k], resumed[k]) for k in first), "the resumed run did not train"
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     state = load_state(find_checkpoint(tmp_path / "straight"))
     assert state["progress"] == {"step": 6, "epoch": 1, "batch_in_epoch": 2}
     assert {k: s["last_epoch"] for k, s in state["schedulers"].items()} == {"G": 1, "D": 1, "F": 1}
@@ -355,13 +349,6 @@ def test_trains_tests_exports_and_resumes_exactly(mode: str, tiny_data: Path, tm
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8))
     assert translator(photo).size == (44, 36)  # the training scale: shorter side 36 (load_size), aspect kept
     assert load_translator(tmp_path / "straight", preprocess="none")(photo).size == (45, 37)
-    onnx_file = export_onnx(tmp_path / "straight", tmp_path / "g.onnx")
-    ort = pytest.importorskip("onnxruntime")
-    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 30, 42)).astype(np.float32)
-    with torch.no_grad():
-        expected = translator.model.nets["G"].eval()(torch.from_numpy(x)).numpy()
-    got = ort.InferenceSession(str(onnx_file)).run(None, {"image": x})[0]
-    assert np.abs(got - expected).max() < 1e-4
 
 
 def test_two_processes_hold_identical_weights(tiny_data: Path, tmp_path: Path) -> None:

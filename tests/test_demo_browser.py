@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.demo_browser import missing_browser, open_browser, save_small_png, translate_in_page
-from tests.demo_helpers import Served, picture, write_run
+from gan_translate.demo.browser import Served, missing_browser, open_browser, save_small_png, translate_in_page
+from tests.demo_helpers import picture, write_run
 
 pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e .[demo])")
 REASON = missing_browser()

@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +162,50 @@ def test_the_launchers_thread_option_is_honoured(tiny_data: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = next(line for line in proc.stdout.splitlines() if line.startswith("training on"))
     assert first == "training on cpu: 1 process, 1 torch thread (accelerate launch --num_cpu_threads_per_process 1)"
+
+
+def _buffers_after_a_step(rank: int, port: int, out: str) -> None:
+    """One of two gloo processes: a BatchNorm net updates its statistics on this rank's own data, then the trainer's
+    end-of-step synchronisation runs."""
+    import torch.distributed as dist
+
+    from gan_translate.engine.distributed import broadcast_buffers
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm1d(2))
+        net[0](torch.randn(2, 3, 8, 8))
+        net[1](torch.full((2, 4, 6, 6), float(rank + 1)) + torch.randn(2, 4, 6, 6))  # statistics differ per rank
+        for _ in range(rank):
+            net[1](torch.randn(2, 4, 6, 6))  # so do the counters (int64 buffers)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        broadcast_buffers([net])
+        torch.save({"before": before, "after": net.state_dict()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_keeps_rank_0s_buffers_after_a_step(tmp_path: Path) -> None:
+    """The trainer's one buffer synchronisation: after a step, the running statistics (float and integer buffers) of
+    every rank are rank 0's, which is what checkpoints hold; weights are left to DDP."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    files = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
+    mp.start_processes(_buffers_after_a_step_entry, args=(port, files), nprocs=2, start_method="spawn")
+    r0, r1 = (torch.load(f) for f in files)
+    buffers = ["1.running_mean", "1.running_var", "1.num_batches_tracked", "2.running_mean"]
+    assert not torch.equal(r0["before"]["1.running_mean"], r1["before"]["1.running_mean"])
+    assert r0["before"]["1.num_batches_tracked"] == 1 and r1["before"]["1.num_batches_tracked"] == 2
+    for key in buffers:
+        assert torch.equal(r0["after"][key], r0["before"][key]), key  # rank 0's stay as they were
+        assert torch.equal(r1["after"][key], r0["before"][key]), key  # and rank 1 now holds them
+
+
+def _buffers_after_a_step_entry(rank: int, port: int, files: list[str]) -> None:
+    _buffers_after_a_step(rank, port, files[rank])

@@ -36,7 +36,7 @@ OTHER_LANGUAGES = {"text", "python", "yaml", "json", "toml", "ini"}
 # The first word of a shell command. python and the launchers are checked further below; the others are tools whose
 # options are not this project's.
 ENTRY_POINTS = {"python", "accelerate", "torchrun", "gan-translate", "gan-translate-train", "gan-translate-stylize",
-                "pip", "git", "cd", "bash", "tensorboard", "srun", "sbatch", "apt-get"}
+                "pip", "git", "cd", "bash", "tensorboard", "srun", "sbatch", "apt-get", "ruff"}
 PYTHON_MODULES = {"gan_translate", "pytest"}
 SCRIPT = re.compile(r"(datasets|scripts)/[A-Za-z0-9_]+\.py")
 TRAIN_SCRIPTS = ("train.py", "test.py")
@@ -149,7 +149,8 @@ def model_options(model: str | None) -> frozenset[str]:
     from gan_translate.models import MODELS, model_class
 
     names = [model] if model else sorted(MODELS)
-    return frozenset({"--help"} | {f"--{f.name}" for name in names for f in dataclasses.fields(model_class(name).Options)})
+    return frozenset({"--help"} | {f"--{f.name}" for name in names
+                                   for f in dataclasses.fields(model_class(name).Options)})
 
 
 @functools.cache
@@ -321,7 +322,8 @@ def check_launched(launcher: str, words: list[str]) -> list[str]:
 def check_command(words: list[str], scripts_used: list[tuple[str, list[str]]]) -> list[str]:
     first = words[0]
     if first not in ENTRY_POINTS:
-        return [f"'{first}' is not an entry point of this project or an allowed tool ({', '.join(sorted(ENTRY_POINTS))})"]
+        allowed = ", ".join(sorted(ENTRY_POINTS))
+        return [f"'{first}' is not an entry point of this project or an allowed tool ({allowed})"]
     if first == "python":
         if len(words) < 2:
             return ["python without a script"]
@@ -438,7 +440,8 @@ def test_options_named_in_prose_exist() -> None:
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_user_text_has_no_issue_numbers_or_private_paths(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
-    assert not re.search(r"\bissues?\s+#?\d+", text, re.IGNORECASE), "issue numbers belong in the tracker, not the guide"
+    assert not re.search(r"\bissues?\s+#?\d+", text, re.IGNORECASE), \
+        "issue numbers belong in the tracker, not the guide"
     assert "shared/data" not in text, "name the data set and its download command instead of a private path"
 
 
@@ -481,7 +484,8 @@ def test_checker_catches_mistakes(tmp_path: Path) -> None:
     prose = prose_option_problems(page, text, model_options(None))
     assert prose == ["docs/_made_up.md:2: --made_up_option is an option of no command"]
     # and the real options pass
-    assert command_problems(page, "```bash\npython train.py --model pix2pix --lambda_L1 5 --netG unet_64\n```", []) == []
+    block = "```bash\npython train.py --model pix2pix --lambda_L1 5 --netG unet_64\n```"
+    assert command_problems(page, block, []) == []
 
 
 def test_version_license_changelog() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from gan_translate.cli import main
 from gan_translate.inference import load_model
-from import_sources import CUTResnetGenerator, RefNLayerDiscriminator, randomize
+from import_sources import CUTResnetGenerator, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

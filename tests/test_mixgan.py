@@ -371,8 +371,9 @@ def test_trains_both_phases_end_to_end(tiny_data: Path, tmp_path: Path, recwarn:
     assert any(t.startswith("samples/real_A|rec_A|mix|sample_A|sample_mix|real_B") for t in tb.Tags()["images"])
 
 
-def test_resume_across_the_phase_boundary_is_exact(tiny_data: Path, tmp_path: Path) -> None:
-    """6 steps straight == 3 steps (phase 1), stop, --continue_train to 6 (phase 2 from step 5)."""
+def test_resume_across_the_phase_boundary_is_exact(tiny_data: Path, tmp_path: Path, trained_steps: list[int]) -> None:
+    """6 steps straight == 3 steps (phase 1), stop, --continue_train to 6 (phase 2 from step 5): the resumed process
+    runs steps 4-6 only."""
     def weights(run: str) -> dict[str, torch.Tensor]:
         ckpt = find_checkpoint(tmp_path / run)
         return {f"{f.stem}.{k}": v for f in ckpt.glob("net_*.safetensors") for k, v in load_file(str(f)).items()}
@@ -381,7 +382,9 @@ def test_resume_across_the_phase_boundary_is_exact(tiny_data: Path, tmp_path: Pa
     assert train_main(run_argv(tiny_data, tmp_path, "straight", *common, "--max_steps", "6")) == 0
     assert train_main(run_argv(tiny_data, tmp_path, "resumed", *common, "--max_steps", "3")) == 0
     halfway = weights("resumed")
+    trained_steps.clear()
     assert train_main(run_argv(tiny_data, tmp_path, "resumed", *common, "--max_steps", "6", "--continue_train")) == 0
+    assert trained_steps == [3, 4, 5], "the resumed run did not start at its checkpoint"
     straight, resumed = weights("straight"), weights("resumed")
     assert straight.keys() == resumed.keys()
     for key in straight:

@@ -20,7 +20,8 @@ import gan_translate.engine.checkpoint as checkpoint
 from gan_translate.cli import train_main
 from gan_translate.config import load_options
 from gan_translate.engine.checkpoint import find_checkpoint, load_net, load_state
-from gan_translate.engine.safety import GuardedOptimizer, StepGuard, TrainingDiverged
+from gan_translate.engine.safety import GracefulStop, GuardedOptimizer, StepGuard, TrainingDiverged
+from gan_translate.engine.stopping import Snapshot, StepAbandoned, StepWindow, StopWatcher
 from gan_translate.errors import UserError
 from gan_translate.models import create_model, model_class
 from gan_translate.models.pix2pix import Pix2PixModel
@@ -124,10 +125,9 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
 
 def _launch(argv: list[str], cwd: Path) -> tuple[subprocess.Popen, Path]:
     """Starts train.py; its output goes to a file (a pipe nobody reads would block the process when full)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = cwd / f"train-{time.monotonic_ns()}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *argv], cwd=cwd, env=env,
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *argv], cwd=cwd,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     return proc, log
 
@@ -218,3 +218,52 @@ def test_resume_with_other_network_options_names_the_key(tiny_data: Path, tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "net_G.safetensors: key '" in err and "has shape (8," in err
     assert "expects (16," in err and "\n" not in err
+
+
+def test_a_stop_before_the_first_update_drops_the_step_and_one_after_it_finishes_it() -> None:
+    stop = {"requested": False}
+    window = StepWindow(lambda: stop["requested"], single_process=True)
+    guard = StepGuard(lambda loss: loss.backward(), lambda t: t, max_bad_steps=2, window=window,
+                      stop_requested=lambda: stop["requested"])
+    first = torch.nn.Parameter(torch.ones(1))
+    second = torch.nn.Parameter(torch.ones(1))
+    optim_a = GuardedOptimizer(torch.optim.SGD([first], lr=1.0), guard)
+    optim_b = GuardedOptimizer(torch.optim.SGD([second], lr=1.0), guard)
+
+    # the signal comes during the step's forward/backward: no weight moves, the snapshot is the one to save
+    window.mark_clean(Snapshot(progress={"step": 7}, rng={}, model_state={}))
+    guard.begin_step()
+    guard.backward((first * 2).sum())
+    stop["requested"] = True
+    with pytest.raises(StepAbandoned):
+        optim_a.step()
+    assert first.item() == 1.0 and window.claim_save() and window.snapshot.progress == {"step": 7}
+
+    # the signal comes after the first update: the step is finished (the other optimizer still steps)
+    stop["requested"] = False
+    first.grad = None
+    window = StepWindow(lambda: stop["requested"], single_process=True)
+    guard.window = window
+    window.mark_clean(Snapshot(progress={"step": 8}, rng={}, model_state={}))
+    guard.begin_step()
+    guard.backward((first * 2 + second * 3).sum())
+    optim_a.step()
+    stop["requested"] = True
+    guard.backward((second * 0).sum())  # the ranks agree on the stop here; too late to drop the step
+    optim_b.step()
+    assert first.item() == -1.0 and second.item() == -2.0 and not window.claim_save()
+
+
+def test_the_stop_watcher_is_woken_by_a_signal_while_the_main_thread_computes() -> None:
+    woken: list[str] = []
+    stop = GracefulStop().install()
+    watcher = StopWatcher(woken.append).start()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not woken and time.monotonic() < deadline:
+            torch.ones(256, 256) @ torch.ones(256, 256)  # busy in C++ code, as in a backward pass
+        assert woken == ["SIGTERM"] and stop.requested == "SIGTERM"
+    finally:
+        watcher.stop()
+        stop.restore()

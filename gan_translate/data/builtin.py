@@ -484,7 +484,8 @@ def build_once(final: Path, marker: str, write: Callable[[Path], None], *, what:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     except OSError as err:
         reason = err.strerror or err
-        raise UserError(f"cannot write {what} under {root}: {reason} (set {DATA_ENV_VAR} to a writable folder)") from None
+        raise UserError(f"cannot write {what} under {root}: {reason} "
+                        f"(set {DATA_ENV_VAR} to a writable folder)") from None
     try:
         write(tmp)
         (tmp / MARKER).write_text(marker)  # last: only a complete folder carries the marker

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
 from gan_translate.data.images import ImageReadError, list_images, load_image, probe_image
 from gan_translate.data.scan_cache import Probe, ScanCache
@@ -114,7 +115,15 @@ def _limit(paths: ImageList, max_size: int | float | None) -> ImageList:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line of its own, also while the trainer's progress bar occupies the terminal's last line: in the main
+    process through tqdm (which clears and redraws the bar); a loader worker cannot reach the bar, so it clears the
+    line of a terminal, or starts a new line in a log file."""
+    if torch.utils.data.get_worker_info() is None:
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+        return
+    lead = "\r\033[K" if sys.stderr.isatty() else "\n"
+    print(lead + message, file=sys.stderr, flush=True)
 
 
 def _split_key(key: int | tuple[int, int], length: int) -> tuple[int, int]:
@@ -141,6 +150,13 @@ def open_images(opt: DataOptions, folder: str | None) -> tuple[Path | str, Image
         return shards.where(folder), shards.images(folder)
     root = Path(opt.dataroot) if folder is None else Path(opt.dataroot) / folder
     return root, list_images(root)
+
+
+def has_images(dataroot: str | Path, folder: str | None) -> bool:
+    """Whether ``dataroot/folder`` exists (the dataroot itself with None): a folder, or a shard set of that name."""
+    if is_shard_spec(dataroot):
+        return folder is None or ShardRoot(dataroot).has(folder)
+    return (Path(dataroot) if folder is None else Path(dataroot) / folder).is_dir()
 
 
 def _check_choice(name: str, value: object, choices: tuple) -> None:
@@ -253,6 +269,15 @@ class ImageDataset(Dataset, abc.ABC):
     @abc.abstractmethod
     def _load_item(self, index: int, rng: random.Random) -> dict:
         """Item ``index`` with every random choice drawn from ``rng``."""
+
+    def item(self, index: int, epoch: int = 0, rng: random.Random | None = None) -> dict:
+        """Item ``index`` as epoch ``epoch`` draws it, without ``skip_bad_images``'s substitution: an image that fails
+        to decode raises ``ImageReadError`` (test.py reports such a sample as skipped instead of repeating another).
+        ``rng`` replaces the item's own generator (test.py crops a target exactly as its input)."""
+        epoch, index = _split_key((epoch, index), len(self))
+        decay = self._decay_opt is not None and epoch >= self._train_opt.n_epochs
+        self.opt = self._decay_opt if decay else self._train_opt
+        return self._load_item(index, rng if rng is not None else item_rng(self.seed, epoch, index))
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """An item by index (epoch 0) or by ``(epoch, index)`` as ``EpochSampler`` yields them.
@@ -369,11 +394,19 @@ class SingleDataset(ImageDataset):
     """One folder of images (``dataroot`` itself, recursively), e.g. for translating a test set one way.
 
     Items: ``{"A", "A_paths"}``, with ``input_nc`` channels (A is the network input whatever the direction).
+
+    Args:
+        folder: read ``dataroot/folder`` (or the shard set ``folder``) instead of the whole dataroot; test.py reads
+            one side of an unaligned split (e.g. testB) this way.
+        channels: channels of the images (default ``input_nc``).
     """
 
-    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None) -> None:
+    def __init__(self, opt: DataOptions, scan_cache: ScanCache | None = None, *, folder: str | None = None,
+                 channels: int | None = None) -> None:
         super().__init__(opt, scan_cache)
-        self.root, paths = open_images(opt, None)
+        self.channels = opt.input_nc if channels is None else channels
+        _check_choice("channels", self.channels, _CHANNELS)
+        self.root, paths = open_images(opt, folder)
         self.paths, self.sizes = self._scan(self.root, _limit(paths, opt.max_dataset_size))
 
     def __len__(self) -> int:
@@ -381,9 +414,9 @@ class SingleDataset(ImageDataset):
 
     def _load_item(self, index: int, rng: random.Random) -> dict:
         path = self.paths[index]
-        img = read_image(self.paths, index, self.opt.input_nc)
+        img = read_image(self.paths, index, self.channels)
         params = get_params(self.opt, img.size, rng)
-        return {"A": self._transform(img, params, self.opt.input_nc), "A_paths": path}
+        return {"A": self._transform(img, params, self.channels), "A_paths": path}
 
 
 DATASET_MODES: dict[str, type[ImageDataset]] = {

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from gan_translate.errors import UserError
+from gan_translate.file_modes import share_like_umask
 
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -273,6 +274,7 @@ def save_image(tensor: torch.Tensor, path: str | os.PathLike, png_level: int = 6
         with os.fdopen(handle, "wb") as stream:
             extra = {"quality": 95} if fmt == "JPEG" else {"compress_level": png_level} if fmt == "PNG" else {}
             img.save(stream, format=fmt, **extra)
+        share_like_umask(temp_name)  # mkstemp made it private
         os.replace(temp_name, target)
     except BaseException:
         if os.path.exists(temp_name):

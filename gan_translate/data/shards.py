@@ -83,13 +83,14 @@ def expand_spec(spec: str | os.PathLike) -> list[Path]:
                       if entry.name.endswith(SHARD_SUFFIX) and entry.is_file())
     missing = [tar for tar in tars if not tar.is_file()]
     if missing:
-        raise UserError(f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"shard not found: {missing[0]}{more}")
     if not tars:
         raise UserError(f"no shards in {text} (looked for *{SHARD_SUFFIX})")
     return tars
 
 
-# --- the per-shard index -----------------------------------------------------------------------------------------------
+# --- the per-shard index ----------------------------------------------------------------------------------------------
 
 
 def scan_tar(tar_path: str | os.PathLike) -> list[tuple[str, int, int]]:

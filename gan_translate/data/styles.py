@@ -218,7 +218,8 @@ def _label_index(label_map: Image.Image) -> np.ndarray:
     return distance.argmin(-1)
 
 
-def _palette(rng: np.random.Generator, hue_lo: float, hue_hi: float, sat: float, val: tuple[float, float]) -> np.ndarray:
+def _palette(rng: np.random.Generator, hue_lo: float, hue_hi: float, sat: float,
+             val: tuple[float, float]) -> np.ndarray:
     """One RGB colour per label class, hues drawn in [hue_lo, hue_hi) (0..1), for a palette family."""
     hues = rng.uniform(hue_lo, hue_hi, _N_LABELS)
     values = rng.uniform(*val, _N_LABELS)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from gan_translate.config import CommandParser
 from gan_translate.errors import UserError
 
 __all__ = ["demo_command", "build_parser", "create_app", "require_gradio", "serve"]
@@ -24,15 +25,10 @@ __all__ = ["demo_command", "build_parser", "create_app", "require_gradio", "serv
 INSTALL_HINT = 'the demo needs gradio, the optional extra "demo": pip install -e ".[demo]"'
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from gan_translate.demo.session import DEFAULT_MAX_MEGAPIXELS
 
-    p = _Parser(prog="python -m gan_translate demo", allow_abbrev=False,
+    p = CommandParser(prog="python -m gan_translate demo",
                 description="A local web page that translates images with trained runs (Gradio).")
     a = p.add_argument
     a("--checkpoints_dir", default="checkpoints", help="folder of run folders to offer (default: %(default)s)")

@@ -21,7 +21,7 @@ from PIL import Image
 from gan_translate.data.images import load_image
 from gan_translate.demo.runs import (LATEST_CHOICE, STYLIZE, RunInfo, builtin_style_images, checkpoint_choices,
                                      example_images, find_runs, read_run, run_styles)
-from gan_translate.demo.session import Controls, DemoSession, controls_for
+from gan_translate.demo.session import STYLIZE_COMBINATIONS, Controls, DemoSession, controls_for
 from gan_translate.errors import UserError
 from gan_translate.losses.style import STYLE_LOSSES
 
@@ -135,7 +135,8 @@ class DemoApp:
 
     def on_translate(self, run_value: str, checkpoint: str, image: Any, native: bool, direction: str, style: Any,
                      style2: Any, mix: float, alpha: float, loss: str, image_size: float, steps: float,
-                     progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:
+                     content_mask: Any = None, style_mask: Any = None,
+                     progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:  # noqa: B008 (gradio's way)
         """The button: (output image, PNG file for download, one status line). Never raises for a visitor's
         mistake: a UserError becomes the status line and the server goes on."""
         try:
@@ -144,7 +145,8 @@ class DemoApp:
                 out, line = self.session.stylize(
                     _upload_path(image), _upload_path(style), loss=loss, image_size=int(image_size),
                     steps=int(steps), on_step=lambda step, total: progress((step, total), desc="stylize",
-                                                                           unit="iterations"))
+                                                                           unit="iterations"),
+                    content_mask=_upload_path(content_mask), style_mask=_upload_path(style_mask))
                 stem = f"stylize_{loss}"
             else:
                 if not run_value:
@@ -183,17 +185,23 @@ class DemoApp:
                 direction = gr.Radio(["AtoB", "BtoA"], value="AtoB", label="direction", visible=False)
                 native = gr.Checkbox(False, label="native resolution (else the training scale)", elem_id="native")
             with gr.Row(visible=False) as stylize_group:
-                loss = gr.Dropdown(list(STYLE_LOSSES), value="gram", label="style loss")
+                loss = gr.Dropdown([*STYLE_LOSSES, *STYLIZE_COMBINATIONS], value="gram", label="style loss")
                 image_size = gr.Slider(32, 1024, value=256, step=32, label="image size (longer side)")
                 steps = gr.Slider(1, 1000, value=100, step=1, label="iterations")
+                # guided regions: colour-coded masks (blue, green, black, white, red, yellow, grey, lightblue,
+                # purple); each region of the input takes the style of the same colour's region of the style image
+                content_mask = gr.Image(label="input mask (optional, colour regions)", type="filepath", format="png",
+                                        sources=["upload", "clipboard"], height=120, elem_id="content_mask")
+                style_mask = gr.Image(label="style mask (optional, same colours)", type="filepath", format="png",
+                                      sources=["upload", "clipboard"], height=120, elem_id="style_mask")
             with gr.Row():
                 with gr.Column():
                     image = gr.Image(label="input", type="filepath", format="png", sources=["upload", "clipboard"],
                                      elem_id="input", height=IMAGE_HEIGHT)
                     go = gr.Button("translate", variant="primary", elem_id="translate")
                 with gr.Column(visible=False) as style_column:
-                    style = gr.Image(label="style image", type="filepath", format="png", sources=["upload", "clipboard"],
-                                     elem_id="style", height=IMAGE_HEIGHT)
+                    style = gr.Image(label="style image", type="filepath", format="png",
+                                     sources=["upload", "clipboard"], elem_id="style", height=IMAGE_HEIGHT)
                 with gr.Column():
                     output = gr.Image(label="output (PNG)", format="png", interactive=False, elem_id="output",
                                       buttons=["download", "fullscreen"], height=IMAGE_HEIGHT)
@@ -226,7 +234,8 @@ class DemoApp:
             # preprocess=False: uploads reach the handler as files, read by the project's safe loader, so a broken
             # upload is one line in the page rather than an exception inside the framework
             go.click(self.on_translate, [run, checkpoint, image, native, direction, style, style2, mix, alpha, loss,
-                                         image_size, steps], [output, download, status], preprocess=False,
+                                         image_size, steps, content_mask, style_mask], [output, download, status],
+                     preprocess=False,
                      api_name="translate")
         return page
 

@@ -23,7 +23,15 @@ from gan_translate.errors import UserError
 from gan_translate.inference import (Translator, generator_stride, is_bidirectional, load_model, resolve_checkpoint,
                                      resolve_device, resolve_precision)
 from gan_translate.models import model_class
+from gan_translate.stylize import HISTOGRAM_WEIGHT, LAPLACIAN_WEIGHT
 
+# The stylize entry's choices beyond one style loss: the combinations the papers use -- Risser et al.'s histogram loss
+# beside the Gram loss, Li et al.'s Laplacian term beside it -- as (style losses, Laplacian weight), at the weights
+# docs/stylize.md shows.
+STYLIZE_COMBINATIONS: dict[str, tuple[dict[str, float], float]] = {
+    "gram+histogram": ({"gram": 1.0, "histogram": HISTOGRAM_WEIGHT}, 0.0),
+    "gram+laplacian": ({"gram": 1.0}, LAPLACIAN_WEIGHT),
+}
 DEFAULT_MAX_MEGAPIXELS = 4.0  # what one request may hand a network: 2048 x 2048 takes seconds on a CPU, GBs of memory
 
 
@@ -216,17 +224,22 @@ class DemoSession:
     # ---- optimisation (no run: the stylize command's objective)
     def stylize(self, content: str | Path | None, style: str | Path | None, *, loss: str = "gram",
                 image_size: int = 256, steps: int = 100,
-                on_step: Callable[[int, int], None] | None = None) -> tuple[Image.Image, str]:
+                on_step: Callable[[int, int], None] | None = None, content_mask: str | Path | None = None,
+                style_mask: str | Path | None = None) -> tuple[Image.Image, str]:
         """Gatys-style optimisation of one image (``gan_translate.stylize``); ``on_step(step, steps)`` reports progress.
 
-        The output has the content's size; ``image_size`` is the longer side the optimisation works at.
+        The output has the content's size; ``image_size`` is the longer side the optimisation works at. With a
+        content and a style mask (colour-coded regions, ``data.masks``), each region of the content takes the style of
+        the same colour's region of the style image (the guided Gram loss).
         """
         from gan_translate.stylize import StylizeSettings, finish, prepare_images, stylize
         from gan_translate.stylize import _fit as fit_longer_side
 
         # mmd_gaussian compares random subsets of positions, a noisy objective that L-BFGS handles badly
-        settings = StylizeSettings(image_size=int(image_size), steps=int(steps), style_losses={loss: 1.0},
-                                   optimizer="adam" if loss == "mmd_gaussian" else "lbfgs", save_every=1)
+        losses, laplacian = STYLIZE_COMBINATIONS.get(loss, ({loss: 1.0}, 0.0))
+        settings = StylizeSettings(image_size=int(image_size), steps=int(steps), style_losses=dict(losses),
+                                   laplacian_weight=laplacian, save_every=1,
+                                   optimizer="adam" if loss == "mmd_gaussian" else "lbfgs")
         settings.validate()
         with self._lock:
             start = time.perf_counter()
@@ -237,10 +250,30 @@ class DemoSession:
             work = [pil_to_tensor(fit_longer_side(im, settings.image_size))[None].to(self.device)
                     for im in (content_image, style_image)]
             work_content, work_styles = prepare_images(work[0], work[1:], settings.preserve_color)
+            guides, notes = self._guides(content_mask, style_mask, content_image, style_image, work)
             callback = (lambda step, _image: on_step(step, settings.steps)) if on_step else None
-            result = stylize(vgg, work_content, work_styles, settings, progress=False, callback=callback)
+            result = stylize(vgg, work_content, work_styles, settings, progress=False, callback=callback,
+                             guides=guides)
             out = tensor_to_pil(finish(result.image, original.to(self.device), settings.preserve_color)[0])
             return out, (f"stylize ({loss}, {settings.steps} iterations at {settings.image_size} px): loss "
                          f"{result.losses[0]:.4g} -> {result.losses[-1]:.4g}, {out.width}x{out.height} out, "
-                         f"{time.perf_counter() - start:.1f} s")
+                         f"{time.perf_counter() - start:.1f} s" + "".join(f"; {n}" for n in notes))
+
+    def _guides(self, content_mask: str | Path | None, style_mask: str | Path | None, content: Image.Image,
+                style: Image.Image, work: list[torch.Tensor]) -> tuple[tuple | None, list[str]]:
+        """The masks' guides at the working sizes (or None without masks), and the notes about resized masks."""
+        from gan_translate.data.masks import check_regions, mask_guides
+
+        if content_mask is None and style_mask is None:
+            return None, []
+        if content_mask is None or style_mask is None:
+            raise UserError("masks: upload both a content mask and a style mask, or neither")
+        notes: list[str] = []
+        pairs = [(content_mask, content, "content mask"), (style_mask, style, "style mask")]
+        guides = [mask_guides(read_upload(path, 3, what=what, max_megapixels=self.max_megapixels), image.size,
+                              Path(path).name, what=what, say=notes.append) for path, image, what in pairs]
+        check_regions(guides[0], Path(content_mask).name, guides[1:], [Path(style_mask).name])
+        resized = [torch.nn.functional.interpolate(g[None], size=w.shape[-2:], mode="nearest")[0].to(self.device)
+                   for g, w in zip(guides, work)]
+        return (resized[0], resized[1:]), notes
 

@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gan_translate.engine.run_lock import this_host, writer_alive
-from gan_translate.errors import UserError
+from gan_translate.errors import UserError, quiet_torch_load, torch_load_refusal
+from gan_translate.file_modes import share_like_umask
 
 LATEST = "LATEST"
 STATE_FILE = "training_state.pt"
@@ -65,14 +66,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def net_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    """A network's tensors, unwrapped from DDP, contiguous and unshared as safetensors requires."""
+def net_state(net: nn.Module, buffers: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """A network's tensors, unwrapped from DDP, contiguous and unshared as safetensors requires; ``buffers`` replace
+    the network's own (a snapshot taken before a step that was dropped)."""
     net = getattr(net, "module", net)
-    return {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    tensors = net.state_dict()
+    for key, value in (buffers or {}).items():
+        if key in tensors:
+            tensors[key] = value
+    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
 
 
 def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], state: dict[str, Any],
-                    config_yaml: str, keep_last: int) -> Path:
+                    config_yaml: str, keep_last: int,
+                    buffers: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Writes checkpoint ``run_dir/tag`` atomically, points LATEST at it and rotates old step checkpoints."""
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / tag
@@ -82,7 +89,8 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
     tmp.mkdir()
     try:
         for name, net in nets.items():
-            save_file(net_state(net), str(tmp / f"net_{name}.safetensors"))
+            save_file(net_state(net, (buffers or {}).get(name)), str(tmp / f"net_{name}.safetensors"))
+            share_like_umask(tmp / f"net_{name}.safetensors")  # safetensors writes it private
         torch.save(state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         for child in tmp.iterdir():
@@ -92,7 +100,7 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
             old = run_dir / f".old-{tag}-{writer}"
             os.replace(final, old)
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             os.replace(tmp, final)
         _fsync_dir(run_dir)
@@ -104,12 +112,44 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
     return final
 
 
+def _remove(path: Path) -> None:
+    """Deletes a checkpoint folder, or only the name when it is a link to another checkpoint."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def link_checkpoint(run_dir: Path, tag: str, target: str) -> Path:
+    """Makes ``run_dir/tag`` a second name of checkpoint ``target`` (a relative symbolic link: the same step is
+    written once, e.g. ``step_00000300`` -> ``epoch_005``), and points LATEST at it. Resuming and test.py read it
+    as any other checkpoint; rotating ``tag`` away removes the name only."""
+    final = run_dir / tag
+    tmp = run_dir / f".link-{tag}-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target, target_is_directory=True)
+        if final.exists() and not final.is_symlink():
+            old = run_dir / f".old-{tag}-{this_host()}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(run_dir)
+        write_text_atomic(run_dir / LATEST, tag + "\n")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint {final}: {err.strerror or err}") from None
+    return final
+
+
 def _rotate(run_dir: Path, keep_last: int) -> None:
     steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP_DIR.match(p.name)))
     latest = (run_dir / LATEST).read_text().strip() if (run_dir / LATEST).exists() else ""
     for _, path in steps[:-keep_last]:
         if path.name != latest:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
     remove_stale_scratch(run_dir)
 
 
@@ -127,7 +167,7 @@ def remove_stale_scratch(run_dir: Path) -> list[Path]:
         host, pid = match.group("host") or this_host(), int(match.group("pid"))
         if pid == os.getpid() and host == this_host() or writer_alive(host, pid):
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
         removed.append(path)
     return removed
 
@@ -193,7 +233,6 @@ def load_state(ckpt_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {ckpt_dir} has no {STATE_FILE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return quiet_torch_load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"refusing to load {path}: not a plain training state ({first[:160]})") from None
+        raise UserError(f"refusing to load {path}: not a plain training state ({torch_load_refusal(err)})") from None

@@ -26,7 +26,8 @@ WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_C
 # Set for each process by launchers that start several processes per machine; MPI launchers set their own names.
 LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
 _LAUNCHER_VARIABLES = ("ACCELERATE_DYNAMO_BACKEND", "TORCHELASTIC_RUN_ID")  # accelerate launch, torchrun set them
-LOCAL_SIZE_VARIABLES = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+LOCAL_SIZE_VARIABLES = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                        "MV2_COMM_WORLD_LOCAL_SIZE")
 
 
 def _int_from_env(names: tuple[str, ...]) -> tuple[int, str] | None:
@@ -178,3 +179,26 @@ def choose_cpu_threads(requested: int) -> tuple[int, str]:
         return chosen
     cores, local = usable_cores(), local_world_size()
     return max(1, cores // local), f"{cores} cores / {local} process{'es' if local > 1 else ''} on this machine"
+
+
+def broadcast_buffers(nets: Any) -> None:
+    """Copies rank 0's buffers (BatchNorm running statistics, counters) of every network to every rank; nothing to do
+    in a single process. The trainer calls it after each step: DDP synchronises gradients, and a wrapped network's
+    buffers only at the start of its forward, while a model may run a network unwrapped or frozen (its encoder in a
+    later phase, a peer layer) whose statistics each rank then updates on its own data. Rank 0's are the ones the
+    checkpoints hold. One collective per network and dtype (the buffers travel flattened together)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() == 1:
+        return
+    for net in nets:
+        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+        for buffer in getattr(net, "module", net).buffers():
+            groups.setdefault((buffer.dtype, buffer.device), []).append(buffer.data)
+        for buffers in groups.values():
+            flat = torch.cat([b.reshape(-1) for b in buffers])
+            torch.distributed.broadcast(flat, src=0)
+            offset = 0
+            for b in buffers:
+                b.copy_(flat[offset:offset + b.numel()].view_as(b))
+                offset += b.numel()

@@ -43,6 +43,8 @@ class GuardedOptimizer:
     def step(self, *args: Any, **kwargs: Any) -> Any:
         if self._guard.bad:
             return None
+        if self._guard.window is not None:  # a pending stop may drop the step here, before any weight changes
+            self._guard.window.before_update()
         return self.optimizer.step(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -53,8 +55,10 @@ class StepGuard:
     """Per-step bookkeeping of non-finite losses (see the module docstring)."""
 
     def __init__(self, backward: Callable[[torch.Tensor], None], all_reduce_min: Callable[[torch.Tensor], torch.Tensor],
-                 max_bad_steps: int) -> None:
+                 max_bad_steps: int, window: Any = None, stop_requested: Callable[[], bool] | None = None) -> None:
         self._backward = backward
+        self.window = window  # stopping.StepWindow: whether the step in flight may still be dropped
+        self._stop_requested = stop_requested or (lambda: False)
         self._all_reduce_min = all_reduce_min
         self.max_bad_steps = max_bad_steps
         self.bad = False
@@ -65,8 +69,13 @@ class StepGuard:
         self.bad = False
 
     def backward(self, loss: torch.Tensor) -> None:
-        finite = torch.isfinite(loss.detach()).all().float().reshape(1)
-        if self._all_reduce_min(finite).item() < 1 or self.bad:
+        # One all-reduce agrees on both: finite losses, and no stop asked for on any rank
+        flags = torch.stack([torch.isfinite(loss.detach()).all().float().reshape(()).cpu(),
+                             torch.tensor(0.0 if self._stop_requested() else 1.0)])
+        finite, go_on = self._all_reduce_min(flags).tolist()
+        if go_on < 1 and self.window is not None:
+            self.window.abandon_if_clean()  # raises StepAbandoned unless an optimizer has updated already
+        if finite < 1 or self.bad:
             self.bad = True  # once a step is bad, later losses of it are not back-propagated either
             return
         self._backward(loss)
@@ -143,6 +152,18 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(signal.SIGKILL)  # a trainer killed outright (a launcher's SIGKILL) must not leave workers behind
+
+
+def _die_with_parent(sig: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, sig)`` on Linux: this process gets ``sig`` when its parent ends."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(sig), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
 
 
 def stop_when_the_launcher_dies() -> None:
@@ -155,12 +176,7 @@ def stop_when_the_launcher_dies() -> None:
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
-            return
-    except (OSError, AttributeError):
+    if not _die_with_parent(signal.SIGTERM):
         return
     if os.getppid() != parent:  # the launcher ended before the request was in place
         os.kill(os.getpid(), signal.SIGTERM)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import os
 import random
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -31,8 +33,10 @@ from gan_translate.config import TrainOptions
 from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
-from gan_translate.engine.checkpoint import CONFIG_FILE, find_checkpoint, load_net, load_state, save_checkpoint
-from gan_translate.engine.distributed import choose_cpu_threads, make_accelerator, started_by_a_launcher
+from gan_translate.engine.checkpoint import (CONFIG_FILE, find_checkpoint, link_checkpoint, load_net, load_state,
+                                            save_checkpoint)
+from gan_translate.engine.distributed import (broadcast_buffers, choose_cpu_threads, make_accelerator,
+                                              started_by_a_launcher)
 from gan_translate.engine.machines import (
     LostMachine,
     check_shared_run_folder,
@@ -45,7 +49,9 @@ from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import (GracefulStop, GuardedOptimizer, StepGuard, TrainingInterrupted,
                                         ignore_stop_signals, is_worker_failure, stop_when_the_launcher_dies)
 from gan_translate.engine.schedules import build_scheduler
-from gan_translate.errors import UserError
+from gan_translate.engine.stopping import Snapshot, StepAbandoned, StepWindow, StopWatcher, copy_buffers
+from gan_translate.data.images import ImageReadError
+from gan_translate.errors import UserError, user_error_in_worker
 from gan_translate.models import StepContext, TranslationModel, create_model
 from gan_translate.nets.layers import configure_nets
 
@@ -118,6 +124,24 @@ def reuse_freed_memory() -> bool:
 # ----------------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+BAR_LOSSES = 3  # loss terms shown on the progress bar; all of them go to TensorBoard and loss_log.txt
+BAR_METER = 52  # what tqdm's own part of the line takes besides the description (percent, counts, times, rate)
+
+
+def bar_postfix(logs: dict[str, float], epoch: int, desc_width: int, columns: int | None = None) -> str:
+    """The bar's postfix: the epoch and the first few loss terms, 3 significant digits, only as many as fit in the
+    terminal beside tqdm's meter (a line longer than the terminal wraps, and every refresh then leaves a line)."""
+    columns = columns or shutil.get_terminal_size().columns
+    budget = columns - desc_width - BAR_METER
+    parts = [f"ep {epoch}"] + [f"{k} {v:.3g}" for k, v in list(logs.items())[:BAR_LOSSES]]
+    shown: list[str] = []
+    for part in parts:
+        if len(" ".join([*shown, part])) > budget:
+            break
+        shown.append(part)
+    return " ".join(shown)
 
 
 @dataclass
@@ -195,10 +219,19 @@ class Trainer:
                                *[self.model.optimizers[n] for n in opt_names], loader)
         for name, module in zip(names, prepared[: len(names)]):
             self.model.nets[name] = module
-        self.guard = StepGuard(acc.backward, self._all_reduce_min, options.max_bad_steps)
+        self.window = StepWindow(lambda: bool(self._signal_stop and self._signal_stop.requested),
+                                 single_process=acc.num_processes == 1)
+        self._signal_stop: GracefulStop | None = None
+        self.guard = StepGuard(acc.backward, self._all_reduce_min, options.max_bad_steps, window=self.window,
+                               stop_requested=lambda: bool(self._signal_stop and self._signal_stop.requested))
         for name, optim in zip(opt_names, prepared[len(names): len(names) + len(opt_names)]):
             self.model.optimizers[name] = GuardedOptimizer(optim, self.guard)
         self.loader = prepared[-1]
+        self._dropped_step: int | None = None  # a stop dropped this step in flight (stopping.py)
+        self._stop_reported = False
+        self._interrupted: str | None = None
+        self._saved_as: tuple[tuple[int, int, int], str] | None = None  # (step, epoch, batch) of the last save, tag
+        self._step_tag_at_epoch_end: str | None = None
         self._epoch_loader: Any = None  # this epoch's loader (another one when a resumed epoch skips its first batches)
 
     def _set_cpu_threads(self) -> str:
@@ -262,24 +295,43 @@ class Trainer:
         self.accelerator.print(f"fine-tuning the weights imported from {imported.get('source')} with fresh "
                                "optimizers and learning-rate schedules (the source saved none)")
 
-    def save(self, tag: str) -> None:
-        """Every rank contributes its RNG state; the main process writes the checkpoint."""
+    def snapshot(self) -> Snapshot:
+        """What the next step changes besides weights and optimizer state (stopping.py), taken before it starts."""
+        return Snapshot(progress=vars(self.progress).copy(), rng=capture_rng(), model_state=self.model.extra_state(),
+                        buffers=copy_buffers(dict(self.model.nets.items())))
+
+    def save(self, tag: str, snapshot: Snapshot | None = None) -> None:
+        """Every rank contributes its RNG state; the main process writes the checkpoint. With ``snapshot`` (a stop
+        that dropped the step in flight) the checkpoint is the last completed step: the snapshot's counters, RNG
+        states, model state and buffers with the weights and optimizer state, which no update has changed since."""
         acc = self.accelerator
-        rng_states = gather_object([capture_rng()]) if acc.num_processes > 1 else [capture_rng()]
+        here = (self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
+        if snapshot is None and self._saved_as is not None and self._saved_as[0] == here:
+            # Nothing changed since the last save (the end of training right after an epoch's): a second name
+            target = self._saved_as[1]
+            if target == tag:  # saved already under this name (a periodic save on the last step)
+                return
+            rank0_outcome(lambda: link_checkpoint(self.run_dir, tag, target), is_main=acc.is_main_process,
+                          distributed=self.distributed, describe=lambda err: str(err) if isinstance(err, UserError)
+                          else None)
+            return
+        rng = snapshot.rng if snapshot is not None else capture_rng()
+        rng_states = gather_object([rng]) if acc.num_processes > 1 else [rng]
         state: dict[str, Any] = {}
         if acc.is_main_process:
             state = {
-                "progress": vars(self.progress).copy(),
+                "progress": snapshot.progress if snapshot is not None else vars(self.progress).copy(),
                 "optimizers": {k: o.state_dict() for k, o in self.model.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "model": self.model.extra_state(),
+                "model": snapshot.model_state if snapshot is not None else self.model.extra_state(),
                 "rng": rng_states,
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
             }
 
         def write() -> None:
             save_checkpoint(self.run_dir, tag, nets=dict(self.model.nets.items()), state=state,
-                            config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last)
+                            config_yaml=self.opt.to_yaml(), keep_last=self.opt.keep_last,
+                            buffers=snapshot.buffers if snapshot is not None else None)
 
         # Rank 0's outcome goes to every rank (in place of a barrier): a failed write (disk full) stops them all now,
         # with its reason, instead of leaving the others to train on without checkpoints or to time out.
@@ -291,6 +343,8 @@ class Trainer:
             return f"{what}; the checkpoint before it is kept (free space, then resume with --continue_train)"
 
         rank0_outcome(write, is_main=acc.is_main_process, distributed=self.distributed, describe=failure)
+        if snapshot is None:
+            self._saved_as = (here, tag)
 
     # ---- logging
     def _log_images(self, tracker: Any) -> None:
@@ -313,6 +367,15 @@ class Trainer:
         scores = validation_metrics(self.model, self.opt)
         if scores:
             self.accelerator.log(scores, step=self.progress.step)
+
+    def _write_loss_line(self, logs: dict[str, float]) -> None:
+        """Every loss term, every --print_freq steps, to ``loss_log.txt`` in the run folder (the bar shows a few)."""
+        if not self.accelerator.is_main_process:
+            return
+        p = self.progress
+        terms = " ".join(f"{k}: {v:.4g}" for k, v in logs.items())
+        with open(self.run_dir / "loss_log.txt", "a") as log:
+            log.write(f"(epoch: {p.epoch + 1}, step: {p.step}) {terms}\n")
 
     def _learning_rates(self) -> dict[str, float]:
         return {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.model.optimizers.items()}
@@ -339,14 +402,25 @@ class Trainer:
                    desc=opt.name)
         model.train()
         signal_stop = signal_stop or GracefulStop().install()
+        self._signal_stop = signal_stop
+        # One process: a stop is saved at once from a thread of its own (stopping.py); several agree in the loop.
+        watcher = StopWatcher(self._save_on_signal).start() if acc.num_processes == 1 else None
         try:
             interrupted = self._loop(total, steps_per_epoch, tracker, bar, signal_stop)
             self._shut_down_workers()  # from here on, a worker's death cannot interrupt the save
             bar.close()
-            if tracker is not None and not self.guard.bad:
-                self._log_images(tracker)
-            self.save(f"step_{progress.step:08d}")
+            if self._dropped_step is None:
+                if tracker is not None and not self.guard.bad:
+                    self._log_images(tracker)
+                self.save(f"step_{progress.step:08d}")
+        except ImageReadError as err:  # read in this process (--num_threads 0)
+            bar.close()
+            raise self._bad_image_stop(str(err)) from None
         except (RuntimeError, ConnectionError, EOFError) as err:
+            bad_image = user_error_in_worker(err) if "ImageReadError" in str(err) else None
+            if bad_image is not None:  # a file that passed the start-up scan fails to decode (truncated data)
+                bar.close()
+                raise self._bad_image_stop(bad_image) from None
             # A worker killed while it handed a batch over breaks that hand-over (the socket that passes shared
             # memory) instead of raising torch's own report; both mean the same thing.
             if not (is_worker_failure(err) or self._a_worker_died()):
@@ -354,6 +428,8 @@ class Trainer:
             bar.close()
             raise self._workers_lost(err, signal_stop.requested) from None
         finally:
+            if watcher is not None:
+                watcher.stop()
             bar.close()  # an error ends the bar's line, so that its message starts a line of its own
             signal_stop.restore()
             self._shut_down_workers()  # also when the run fails: no worker may outlive it
@@ -361,18 +437,36 @@ class Trainer:
         self._release_distributed_wrappers()
         acc.end_training()
         if interrupted:
-            acc.print(f"stopped by {interrupted} at step {progress.step}; checkpoint "
-                      f"{self.run_dir / f'step_{progress.step:08d}'} saved, resume with --continue_train")
+            if not self._stop_reported:
+                acc.print(self._stop_line(interrupted))
         else:
             acc.print(f"done: {progress.step} steps, checkpoints in {self.run_dir}")
         return self.run_dir
 
     def _loop(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm, signal_stop: GracefulStop) -> str | None:
-        """Trains until ``total`` steps or a stop signal; returns the signal's name, or None."""
+        """Trains until ``total`` steps or a stop signal; returns the signal's name, or None. A stop that dropped the
+        step in flight (stopping.py) saves the last completed step here (or the watcher thread has)."""
+        progress = self.progress
+        self._interrupted = self._stop_requested(signal_stop)  # a signal during the set-up: stop before the first step
+        try:
+            self._train_steps(total, steps_per_epoch, tracker, bar, signal_stop)
+        except StepAbandoned:
+            self._dropped_step = progress.step + 1
+            if self.window.claim_save():
+                self.save(f"step_{progress.step:08d}", snapshot=self.window.snapshot)
+                self.window.finish_save()
+            else:  # the watcher thread saves it
+                self.window.saved.wait()
+                if self.window.save_error is not None:
+                    raise self.window.save_error  # noqa: B904 (the watcher thread's own error, not this handler's)
+            return self._stop_requested(signal_stop) or "a signal on another rank"
+        return self._interrupted
+
+    def _train_steps(self, total: int, steps_per_epoch: int, tracker: Any, bar: tqdm,
+                     signal_stop: GracefulStop) -> None:
         opt, acc, model, progress = self.opt, self.accelerator, self.model, self.progress
         epoch_losses: list[float] = []
-        interrupted = self._stop_requested(signal_stop)  # a signal during the set-up: stop before the first step
-        stopped = progress.step >= total or bool(interrupted)
+        stopped = progress.step >= total or bool(self._interrupted)
         while not stopped and progress.epoch < opt.total_epochs:
             self.loader.set_epoch(progress.epoch)
             batches = (acc.skip_first_batches(self.loader, progress.batch_in_epoch)
@@ -380,8 +474,13 @@ class Trainer:
             self._epoch_loader = batches
             for batch in batches:
                 self.guard.begin_step()
+                self.window.mark_clean(self.snapshot())  # until an optimizer updates, a stop drops this step
+                if acc.num_processes == 1 and signal_stop.requested:  # came while the batch was loaded
+                    self.window.abandon_if_clean()
                 ctx = StepContext(step=progress.step, epoch=progress.epoch, backward=self.guard.backward)
                 logs = model.training_step(batch, ctx)
+                self.window.mark_dirty()
+                broadcast_buffers(model.nets[k] for k in sorted(model.nets))  # every rank keeps rank 0's statistics
                 progress.step += 1
                 progress.batch_in_epoch += 1
                 warning = self.guard.end_step(logs, progress.step)
@@ -393,27 +492,68 @@ class Trainer:
                     epoch_losses.append(sum(logs.values()))
                 bar.update(1)
                 if progress.step % opt.print_freq == 0 or progress.step == 1:
-                    bar.set_postfix_str(f"epoch {progress.epoch + 1} " +
-                                        " ".join(f"{k} {v:.3f}" for k, v in logs.items()))
+                    bar.set_postfix_str(bar_postfix(logs, progress.epoch + 1, len(opt.name)), refresh=False)
+                    self._write_loss_line(logs)
                     acc.log({**{f"loss/{k}": v for k, v in logs.items()}, **self._learning_rates(),
                              "epoch": progress.epoch + 1}, step=progress.step)
                 good = not self.guard.bad  # a skipped step shows and saves nothing: the last good checkpoint stays
                 if good and tracker is not None and (progress.step % opt.display_freq == 0 or progress.step == 1):
                     self._log_images(tracker)
                 if good and progress.step % opt.save_latest_freq == 0:
-                    self.save(f"step_{progress.step:08d}")
+                    if progress.batch_in_epoch >= steps_per_epoch and (progress.epoch + 1) % opt.save_epoch_freq == 0:
+                        self._step_tag_at_epoch_end = f"step_{progress.step:08d}"  # one save, two names (_end_epoch)
+                    else:
+                        self.save(f"step_{progress.step:08d}")
                 if good and opt.val_freq and progress.step % opt.val_freq == 0 and acc.is_main_process:
                     self._validate()
-                interrupted = self._stop_requested(signal_stop)
+                interrupted = self._interrupted = self._stop_requested(signal_stop)
                 if progress.step >= total or interrupted:
                     stopped = True
                     break
             if progress.batch_in_epoch >= steps_per_epoch:  # the epoch is complete
                 self._end_epoch(epoch_losses)
                 epoch_losses = []
-        return interrupted
 
     # ---- stopping
+    def _stop_line(self, signal_name: str) -> str:
+        step = self.progress.step
+        dropped = f" (step {self._dropped_step} was in progress and is dropped)" if self._dropped_step else ""
+        return (f"stopped by {signal_name} at step {step}; checkpoint {self.run_dir / f'step_{step:08d}'} "
+                f"saved, resume with --continue_train{dropped}")
+
+    def _save_on_signal(self, signal_name: str) -> None:
+        """The watcher thread's work (one process): if the step in flight has not updated any weights yet, save the
+        last completed step now and say so; under a launcher, which kills the process a few seconds after its
+        SIGTERM, also end the process (the step in flight is lost anyway)."""
+        if not self.window.claim_save():
+            return  # an optimizer has updated: the main thread finishes the step and saves at its end
+        snapshot = self.window.snapshot
+        assert snapshot is not None
+        step = snapshot.progress["step"]
+        try:
+            self.save(f"step_{step:08d}", snapshot=snapshot)
+        except BaseException as err:  # noqa: BLE001 -- reported by the main thread
+            self.window.finish_save(err)
+            return
+        self._dropped_step = step + 1
+        self.progress = Progress(**snapshot.progress)
+        self.accelerator.print(self._stop_line(signal_name))
+        self._stop_reported = True
+        sys.stdout.flush()
+        self.window.finish_save()
+        if not started_by_a_launcher():
+            return  # the main thread stops at its next optimizer update or step boundary
+        for tracker in self.accelerator.trackers:
+            writer = getattr(tracker, "writer", None)
+            if writer is not None:
+                writer.flush()
+        for loader in (self.loader, self._epoch_loader):
+            for worker in getattr(getattr(loader, "_iterator", None), "_workers", []):
+                worker.kill()
+        self.run_lock.release()
+        sys.stderr.flush()
+        os._exit(0)
+
     def _shut_down_workers(self) -> None:
         """Ends the DataLoader workers now rather than at exit (torch's own shutdown; the loaders keep them alive
         between epochs). It also stops torch watching them, so a worker that dies later raises nothing here."""
@@ -429,6 +569,24 @@ class Trainer:
                 if worker.is_alive():
                     worker.kill()
                     worker.join(timeout=5)
+
+    def _bad_image_stop(self, message: str) -> UserError:
+        """An image that cannot be decoded, met mid-run: with one process the steps done so far are saved (the
+        weights are those of the last completed step: the batch never arrived); one line names the file and the
+        option that skips such files."""
+        self._shut_down_workers()
+        kept = "no checkpoint was written yet"
+        if self.accelerator.num_processes == 1 and self.progress.step > 0:
+            tag = f"step_{self.progress.step:08d}"
+            if not (self.run_dir / tag).is_dir():
+                self.save(tag)
+            kept = f"checkpoint {self.run_dir / tag} saved, resume with --continue_train"
+        else:
+            try:
+                kept = f"the last checkpoint {find_checkpoint(self.run_dir, 'latest')} is kept"
+            except UserError:
+                pass
+        return UserError(f"{message.rstrip('.')} (remove it, or add --skip_bad_images to skip such files); {kept}")
 
     def _a_worker_died(self) -> bool:
         """Whether a DataLoader worker of this run has ended while torch still watches it."""
@@ -467,6 +625,9 @@ class Trainer:
         progress.batch_in_epoch = 0
         if progress.epoch % self.opt.save_epoch_freq == 0:
             self.save(f"epoch_{progress.epoch:03d}")
+        if self._step_tag_at_epoch_end:  # the periodic save of the epoch's last step: a name of the epoch's
+            self.save(self._step_tag_at_epoch_end)
+            self._step_tag_at_epoch_end = None
 
     def _release_distributed_wrappers(self) -> None:
         """Puts the bare networks back in ``model.nets`` and drops the accelerator's references, then collects, so
@@ -484,15 +645,14 @@ class Trainer:
         """With several processes, compares a digest of every network's weights across ranks and fails if they
         differ (they must not: DDP averages gradients and every rank steps the same optimizer).
 
-        Buffers such as BatchNorm's running statistics are updated by each rank on its own data; DDP overwrites them
-        with rank 0's at every forward, and checkpoints hold rank 0's, so rank 0's are broadcast first.
+        Buffers such as BatchNorm's running statistics are in the digest too: each completed step ends with rank 0's
+        copied to every rank (``broadcast_buffers``), and so does the run -- a stop may drop a step whose forward
+        already updated each rank's statistics on its own data.
         """
         acc = self.accelerator
         if acc.num_processes == 1:
             return
-        for _, net in sorted(self.model.nets.items()):
-            for buffer in getattr(net, "module", net).buffers():
-                torch.distributed.broadcast(buffer.data, src=0)
+        broadcast_buffers(self.model.nets[k] for k in sorted(self.model.nets))
         digest = hashlib.sha256()
         for name, net in sorted(self.model.nets.items()):
             for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):

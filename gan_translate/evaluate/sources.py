@@ -1,17 +1,20 @@
-"""What a test translates: samples (an input, maybe its true target) for one direction, read from the data layouts.
+"""What a test translates: samples (an input, maybe its true target) for one direction, read through the training
+datasets (``data.datasets``), so that test.py and validation read whatever train.py reads -- folders or tar shards.
 
 A ``Job`` is one direction of one model: which batch key the model's ``translate`` reads ("A" for the way it was
 trained, "B" for a CycleGAN's second generator), the samples, and the real images of the target domain (for FID/KID).
 
-Layouts (the names of the reference implementation):
-  aligned    ``dataroot/<phase>/*``: A|B side by side; the target is the other half.
-  unaligned  ``dataroot/<phase>A`` and ``<phase>B``: a target exists where the other folder has a file of the same name
-             (e.g. CycleGAN on facades); FID/KID compare with the whole other folder.
+Layouts (the names of the reference implementation; each may be a folder or a shard set of that name):
+  aligned    ``dataroot/<phase>``: A|B side by side (``AlignedDataset``); the target is the other half.
+  unaligned  ``dataroot/<phase>A`` and ``<phase>B``, each read as a ``SingleDataset``: a target exists where the other
+             side has an image of the same name and size (e.g. CycleGAN on facades); FID/KID compare with the whole
+             other side.
   single     ``dataroot`` itself, any folder of images: no targets, no reference set.
   style      content images x style images (style-transfer models): content | style | result.
 Every image is resized to the test scale the caller chose (``data.resolve_test_scale``: by default the run's training
-scale, aspect ratio kept; native resolution with preprocess "none"; the generators pad to their stride and crop back).
-An aligned A|B file is split at width // 2 whatever its aspect ratio.
+scale, aspect ratio kept; native resolution with preprocess "none"; the generators pad to their stride and crop back);
+item i of a set is seeded as the training datasets seed epoch 0, item i. An unreadable file is one sample
+``{"skipped": reason}`` with ``skip_bad_images`` (whether its header or its decoding failed), else an error naming it.
 """
 
 from __future__ import annotations
@@ -25,47 +28,60 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from gan_translate.data import (ImageReadError, build_transform, get_params, item_rng, list_images, load_image,
-                                split_pair)
+from gan_translate.data import AlignedDataset, ImageReadError, SingleDataset, item_rng
+from gan_translate.data.datasets import ImageDataset, has_images
+from gan_translate.data.shards import ShardImages
 from gan_translate.errors import UserError
 
-__all__ = ["Job", "SampleSource", "AlignedSource", "FolderSource", "StyleSource", "sample_stem"]
+__all__ = ["Job", "SampleSource", "AlignedSource", "FolderSource", "StyleSource", "data_options"]
 
 # roles of the three images of a row in the model's frame: (input, output, target)
 FORWARD_ROLES = ("real_A", "fake_B", "real_B")
 REVERSE_ROLES = ("real_B", "fake_A", "real_A")
 
 
-def sample_stem(path: str | Path, root: str | Path) -> str:
-    """A file-name-safe id of an image: its path under ``root`` without extension, separators as '__'."""
-    path, root = Path(path), Path(root)
+def _relative(dataset: ImageDataset, paths: Any, index: int) -> Path:
+    """Image ``index``'s path under its folder, or its member name inside its shard."""
+    if isinstance(paths, ShardImages):
+        return Path(str(paths.names[index]))
     try:
-        rel = path.relative_to(root)
+        return Path(paths[index]).relative_to(Path(dataset.root))
     except ValueError:
-        rel = Path(path.name)
-    return "__".join(rel.with_suffix("").parts)
+        return Path(Path(paths[index]).name)
 
 
-def _limit(paths: list[str], count: int) -> list[str]:
-    return paths[:count] if count else paths
+def _stem(relative: Path) -> str:
+    return "__".join(relative.with_suffix("").parts)
+
+
+def _limited(opt: Any, count: int, **overrides: Any) -> Any:
+    return dataclasses.replace(opt, max_dataset_size=count, **overrides)
 
 
 class SampleSource(Dataset, abc.ABC):
     """Base: ``__getitem__`` returns a dict {name, stem, input, input_path, target?, target_path?, style?, ...}, or
-    {"skipped": reason} for an unreadable file when bad images are skipped."""
+    {"skipped": reason} for an unreadable file when bad images are skipped. The files the datasets' header scan
+    dropped come last, one skipped sample each, so that every listed file is accounted for."""
 
     def __init__(self, opt: Any, skip_bad: bool) -> None:
         self.opt = opt
         self.skip_bad = skip_bad
+        self.dropped: list[str] = []  # "<path>: <reason>" of files whose header could not be read
 
-    def _transform(self, image: Any, params: dict, channels: int) -> torch.Tensor:
-        return build_transform(self.opt, params, grayscale=channels == 1)(image)
+    @abc.abstractmethod
+    def samples(self) -> int:
+        """Number of readable samples."""
 
     @abc.abstractmethod
     def load(self, index: int) -> dict:
         """Sample ``index`` (raises ImageReadError for an unreadable file)."""
 
+    def __len__(self) -> int:
+        return self.samples() + len(self.dropped)
+
     def __getitem__(self, index: int) -> dict | None:
+        if index >= self.samples():
+            return {"skipped": self.dropped[index - self.samples()]}
         try:
             return self.load(index)
         except ImageReadError as err:
@@ -73,100 +89,116 @@ class SampleSource(Dataset, abc.ABC):
                 raise
             return {"skipped": f"{err.path}: {err.reason}"}
 
+    def _drop(self, dataset: ImageDataset) -> None:
+        self.dropped += [f"{path}: {reason}" for path, reason in dataset.skipped]
+
 
 class AlignedSource(SampleSource):
-    """A|B files; ``swap`` follows the trained direction, ``reverse`` feeds the target half to a second generator."""
+    """A|B files of ``dataroot/<phase>`` (``AlignedDataset``: ``direction`` decides which half is the input);
+    ``reverse`` feeds the target half to a second generator."""
 
-    def __init__(self, opt: Any, folder: Path, *, count: int, reverse: bool, skip_bad: bool) -> None:
+    def __init__(self, opt: Any, *, count: int, reverse: bool, skip_bad: bool) -> None:
         super().__init__(opt, skip_bad)
-        self.folder = folder
-        self.paths = _limit(list_images(folder), count)
-        if not self.paths:
-            raise UserError(f"no images in {folder} (check --dataroot and --phase)")
-        self.swap = opt.direction == "BtoA"
+        self.dataset = AlignedDataset(_limited(opt, count))
+        self._drop(self.dataset)
         self.reverse = reverse
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def samples(self) -> int:
+        return len(self.dataset)
 
     def load(self, index: int) -> dict:
-        path = self.paths[index]
-        left, right = split_pair(load_image(path, channels=3), path)  # at width // 2, any aspect ratio
-        a, b = (right, left) if self.swap else (left, right)  # a: the model's input domain
-        a_nc, b_nc = self.opt.input_nc, self.opt.output_nc
-        if self.reverse:
-            a, b, a_nc, b_nc = b, a, b_nc, a_nc
-        params = get_params(self.opt, a.size, item_rng(self.opt.seed, 0, index))
-        return {"name": Path(path).name, "stem": sample_stem(path, self.folder), "input_path": path,
-                "target_path": path, "input": self._transform(a, params, a_nc),
-                "target": self._transform(b, params, b_nc)}
+        item = self.dataset.item(index)
+        path, relative = item["A_paths"], _relative(self.dataset, self.dataset.paths, index)
+        source, target = (item["B"], item["A"]) if self.reverse else (item["A"], item["B"])
+        return {"name": relative.name, "stem": _stem(relative), "input_path": path, "target_path": path,
+                "input": source, "target": target}
 
 
 class FolderSource(SampleSource):
-    """Images of one folder; targets from ``target_folder`` by equal file name (without extension), if given."""
+    """The images of ``dataroot/folder`` (a shard set of that name; the dataroot itself with None); targets from
+    ``target_folder`` by equal name (without extension) and equal size, if given."""
 
-    def __init__(self, opt: Any, folder: Path, *, count: int, in_channels: int, out_channels: int,
-                 target_folder: Path | None, skip_bad: bool) -> None:
+    def __init__(self, opt: Any, folder: str | None, *, count: int, in_channels: int, out_channels: int,
+                 target_folder: str | None, skip_bad: bool) -> None:
         super().__init__(opt, skip_bad)
-        if not folder.is_dir():
-            raise UserError(f"folder not found: {folder} (check --dataroot, --phase and --dataset_mode)")
-        self.folder = folder
-        self.paths = _limit(list_images(folder), count)
-        if not self.paths:
-            raise UserError(f"no images in {folder}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.targets: dict[str, str] = {}
-        if target_folder is not None and target_folder.is_dir():
-            self.targets = {sample_stem(p, target_folder): p for p in list_images(target_folder)}
+        if not has_images(opt.dataroot, folder):
+            where = Path(opt.dataroot) / folder if folder else Path(opt.dataroot)
+            raise UserError(f"folder not found: {where} (check --dataroot, --phase and --dataset_mode)")
+        self.dataset = SingleDataset(_limited(opt, count), folder=folder, channels=in_channels)
+        self._drop(self.dataset)
+        self.target_set: SingleDataset | None = None
+        self.targets: dict[str, int] = {}
+        if target_folder is not None and has_images(opt.dataroot, target_folder):
+            self.target_set = SingleDataset(_limited(opt, 0), folder=target_folder, channels=out_channels)
+            self.targets = {_stem(_relative(self.target_set, self.target_set.paths, i)): i
+                            for i in range(len(self.target_set))}
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def samples(self) -> int:
+        return len(self.dataset)
 
     def load(self, index: int) -> dict:
-        path = self.paths[index]
-        stem = sample_stem(path, self.folder)
-        image = load_image(path, channels=self.in_channels)
-        params = get_params(self.opt, image.size, item_rng(self.opt.seed, 0, index))
-        item = {"name": str(Path(path).relative_to(self.folder)), "stem": stem, "input_path": path,
-                "input": self._transform(image, params, self.in_channels)}
-        target_path = self.targets.get(stem)
-        if target_path is not None:
-            target = load_image(target_path, channels=self.out_channels)
-            if target.size == image.size:  # a same-named file of another size is no pixel-aligned target
-                item["target"] = self._transform(target, params, self.out_channels)
-                item["target_path"] = target_path
-        return item
+        item = self.dataset.item(index)
+        relative = _relative(self.dataset, self.dataset.paths, index)
+        sample = {"name": str(relative), "stem": _stem(relative), "input_path": item["A_paths"], "input": item["A"]}
+        position = self.targets.get(sample["stem"])
+        # a same-named image of another size is no pixel-aligned target
+        if position is not None and self.target_set.sizes[position] == self.dataset.sizes[index]:
+            target = self.target_set.item(position, rng=item_rng(self.dataset.seed, 0, index))  # the input's crop
+            sample["target"], sample["target_path"] = target["A"], target["A_paths"]
+        return sample
+
+    def reals(self, count: int) -> Callable[[], list[tuple[str, torch.Tensor]]] | None:
+        """The target side's images (the first ``count``; 0 = all), preprocessed as the inputs are, for FID/KID."""
+        target_set = self.target_set
+        if target_set is None:
+            return None
+
+        def load() -> list[tuple[str, torch.Tensor]]:
+            out = []
+            for index in range(min(count, len(target_set)) if count else len(target_set)):
+                try:
+                    item = target_set.item(index, epoch=1)
+                except ImageReadError:
+                    if self.skip_bad:
+                        continue
+                    raise
+                out.append((item["A_paths"], item["A"]))
+            return out
+
+        return load
 
 
 class StyleSource(SampleSource):
-    """Every content image with every style image (``count`` contents, ``num_styles`` styles; 0 = all)."""
+    """Every content image with every style image (``count`` contents, ``num_styles`` styles; 0 = all). Each side is
+    ``(dataroot, folder)`` as ``FolderSource`` reads it."""
 
-    def __init__(self, opt: Any, content: Path, styles: Path, *, count: int, num_styles: int,
-                 skip_bad: bool) -> None:
+    def __init__(self, opt: Any, content: tuple[str, str | None], styles: tuple[str, str | None], *, count: int,
+                 num_styles: int, skip_bad: bool) -> None:
         super().__init__(opt, skip_bad)
-        for folder, what in ((content, "content"), (styles, "style")):
-            if not folder.is_dir():
-                raise UserError(f"{what} folder not found: {folder} (check --dataroot and --style_dir)")
-        self.content_root, self.style_root = content, styles
-        self.contents = _limit(list_images(content), count)
-        self.styles = _limit(list_images(styles), num_styles)
-        if not self.contents or not self.styles:
-            raise UserError(f"no images in {content if not self.contents else styles}")
+        for (root, folder), what in ((content, "content"), (styles, "style")):
+            if not has_images(root, folder):
+                where = Path(root) / folder if folder else Path(root)
+                raise UserError(f"{what} folder not found: {where} (check --dataroot and --style_dir)")
+        self.contents = SingleDataset(_limited(opt, count, dataroot=content[0]), folder=content[1],
+                                      channels=opt.input_nc)
+        self.styles = SingleDataset(_limited(opt, num_styles, dataroot=styles[0]), folder=styles[1], channels=3)
+        self._drop(self.contents)
+        self._drop(self.styles)
 
-    def __len__(self) -> int:
+    def samples(self) -> int:
         return len(self.contents) * len(self.styles)
 
     def load(self, index: int) -> dict:
         # style-major order: consecutive items share a style, so equal-size contents batch together
-        style_path = self.styles[index // len(self.contents)]
-        path = self.contents[index % len(self.contents)]
-        image, style = load_image(path, channels=self.opt.input_nc), load_image(style_path, channels=3)
+        style_index, content_index = divmod(index, len(self.contents))
         rng = item_rng(self.opt.seed, 0, index)
-        stem, style_stem = sample_stem(path, self.content_root), sample_stem(style_path, self.style_root)
-        return {"name": f"{Path(path).name} + {Path(style_path).name}", "stem": f"{stem}__{style_stem}",
-                "content_stem": stem, "style_stem": style_stem, "input_path": path, "style_path": style_path,
-                "input": self._transform(image, get_params(self.opt, image.size, rng), self.opt.input_nc),
-                "style": self._transform(style, get_params(self.opt, style.size, rng), 3)}
+        content, style = self.contents.item(content_index, rng=rng), self.styles.item(style_index, rng=rng)
+        c_rel = _relative(self.contents, self.contents.paths, content_index)
+        s_rel = _relative(self.styles, self.styles.paths, style_index)
+        stem, style_stem = _stem(c_rel), _stem(s_rel)
+        return {"name": f"{c_rel.name} + {s_rel.name}", "stem": f"{stem}__{style_stem}",
+                "content_stem": stem, "style_stem": style_stem, "input_path": content["A_paths"],
+                "style_path": style["A_paths"], "input": content["A"], "style": style["A"]}
 
 
 @dataclass
@@ -192,25 +224,9 @@ class Job:
     notes: list[str] = field(default_factory=list)
 
 
-def folder_reals(opt: Any, folder: Path, channels: int, count: int) -> Callable[[], list[tuple[str, torch.Tensor]]]:
-    """The images of ``folder`` (the target domain), preprocessed as the inputs are, for FID/KID."""
-
-    def load() -> list[tuple[str, torch.Tensor]]:
-        out = []
-        for index, path in enumerate(_limit(list_images(folder), count)):
-            try:
-                image = load_image(path, channels=channels)
-            except ImageReadError:
-                if getattr(opt, "skip_bad_images", False):
-                    continue
-                raise
-            params = get_params(opt, image.size, item_rng(opt.seed, 1, index))
-            out.append((path, build_transform(opt, params, grayscale=channels == 1)(image)))
-        return out
-
-    return load
-
-
 def data_options(saved: Any, **overrides: Any) -> Any:
-    """The trained options with test-time overrides (no flips; a crop, if any, comes from the seed)."""
+    """The trained options with test-time overrides: no flips, whole images (a crop, if any, comes from the seed),
+    none of the training schedule's data rules (CUT's un-jittered decay epochs)."""
+    if hasattr(saved, "decay_no_jitter"):
+        overrides.setdefault("decay_no_jitter", False)
     return dataclasses.replace(saved, no_flip=True, **overrides)

@@ -9,12 +9,12 @@ reconstruct (CycleGAN) also log val/rec_l1, the cycle L1.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from gan_translate.data import resolve_test_scale
+from gan_translate.data.datasets import has_images
 from gan_translate.evaluate.scoring import run_job
 from gan_translate.evaluate.sources import FORWARD_ROLES, AlignedSource, FolderSource, Job, data_options
 from gan_translate.inference import generator_stride
@@ -27,11 +27,11 @@ VAL_IMAGES = 32
 VAL_METRICS = {"psnr", "ssim", "l1"}
 
 
-def _split(root: Path, mode: str) -> str | None:
+def _split(root: str, mode: str) -> str | None:
     for phase in ("val", "test"):
-        if mode == "aligned" and (root / phase).is_dir():
+        if mode == "aligned" and has_images(root, phase):
             return phase
-        if mode == "unaligned" and (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
+        if mode == "unaligned" and has_images(root, f"{phase}A") and has_images(root, f"{phase}B"):
             return phase
     return None
 
@@ -39,18 +39,18 @@ def _split(root: Path, mode: str) -> str | None:
 def validation_job(options: Any, stride: int = 1) -> Job | None:
     """The forward direction on the validation split, or None where there is none (or no targets to score); at the
     training scale as test.py uses it for a generator of ``stride``."""
-    root, mode = Path(options.dataroot), options.dataset_mode
+    root, mode = str(options.dataroot), options.dataset_mode
     phase = _split(root, mode)
     if phase is None:
         return None
-    data = data_options(options, phase=phase, skip_bad_images=True, **resolve_test_scale(options, stride=stride).as_options())
+    scale = resolve_test_scale(options, stride=stride)
+    data = data_options(options, phase=phase, skip_bad_images=True, **scale.as_options())
     if mode == "aligned":
-        source = AlignedSource(data, root / phase, count=VAL_IMAGES, reverse=False, skip_bad=True)
+        source = AlignedSource(data, count=VAL_IMAGES, reverse=False, skip_bad=True)
     else:
         first, second = (("B", "A") if options.direction == "BtoA" else ("A", "B"))
-        source = FolderSource(data, root / f"{phase}{first}", count=VAL_IMAGES, in_channels=options.input_nc,
-                              out_channels=options.output_nc, target_folder=root / f"{phase}{second}",
-                              skip_bad=True)
+        source = FolderSource(data, f"{phase}{first}", count=VAL_IMAGES, in_channels=options.input_nc,
+                              out_channels=options.output_nc, target_folder=f"{phase}{second}", skip_bad=True)
         if not source.targets:
             return None
     return Job("val", "A", "fake_B", FORWARD_ROLES, source)

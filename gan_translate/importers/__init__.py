@@ -14,11 +14,11 @@ with safetensors, LATEST) that test.py, ``load_translator`` and ``export`` use u
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from pathlib import Path
 from typing import Sequence
 
+from gan_translate.config import CommandParser
 from gan_translate.errors import UserError
 
 # source name -> (module, function)
@@ -47,17 +47,16 @@ sources:
 `python -m gan_translate import <source> --help` lists a source's options."""
 
 
-class ImportParser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit code 2) instead of printing the usage. Every import writes a
-    run folder, so the options naming it (``--name``, ``--checkpoints_dir``) are added here for all sources."""
+class ImportParser(CommandParser):
+    """The parser of an import source (errors name the source's command). Every import writes a run folder, so the
+    options naming it (``--name``, ``--checkpoints_dir``) are added here for all sources."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.error_prefix = f"{self.prog}: "
         self.add_argument("--name", required=True, help="the new run: checkpoints_dir/name")
-        self.add_argument("--checkpoints_dir", default="checkpoints")
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
+        self.add_argument("--checkpoints_dir", default="checkpoints",
+                          help="where runs are saved (default: checkpoints)")
 
 
 def import_command(argv: Sequence[str]) -> int:

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from gan_translate.errors import UserError
+from gan_translate.file_modes import share_like_umask
 from gan_translate.importers.common import build_options, load_into, read_state_dict, write_run
 from gan_translate.models import create_model
 from gan_translate.nets.vgg_weights import NORMALISED_INDEX, convert_vgg19
@@ -72,6 +73,7 @@ def import_adain(argv: Sequence[str]) -> Path:
                                       "sample_std": True})
     run_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: vgg_state[k].float().contiguous() for k in kept}, str(run_dir / ENCODER_FILE))
+    share_like_umask(run_dir / ENCODER_FILE)
     model = create_model(options, training=True)
     decoder = load_into(model.nets["decoder"], decoder_state, source=str(decoder_path), layout="AdaIN decoder")
     with torch.no_grad():  # [0, 1] -> [-1, 1]: 2 x - 1 folded into the last convolution

@@ -20,7 +20,7 @@ from torch import nn
 
 from gan_translate import config
 from gan_translate.engine.checkpoint import CONFIG_FILE, save_checkpoint
-from gan_translate.errors import UserError
+from gan_translate.errors import UserError, quiet_torch_load
 from gan_translate.models import model_class
 
 StateDict = dict[str, torch.Tensor]
@@ -61,7 +61,7 @@ def read_state_dict(path: str | Path, what: str = "weights") -> StateDict:
                 raise UserError(f"refusing {path}: a TorchScript archive (compiled code), not a state dict; "
                                 "save `net.state_dict()` with torch.save instead")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = quiet_torch_load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         needs = f" ({found.group(1)})" if found else ""

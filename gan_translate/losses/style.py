@@ -24,22 +24,26 @@ a style image need not have the content's size -- have comparable statistics).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from gan_translate.errors import UserError
+from gan_translate.losses.histogram import HistogramLoss
+from gan_translate.losses.reshuffle import ReshuffleLoss
+from gan_translate.losses.style_base import StyleLoss
 
 __all__ = [
     "STYLE_LOSSES",
     "BNStatisticsLoss",
     "GaussianMMDLoss",
     "GramLoss",
+    "HistogramLoss",
     "LinearMMDLoss",
     "MRFLoss",
     "PolyMMDLoss",
+    "ReshuffleLoss",
     "ShiftedGramLoss",
     "StyleLoss",
     "content_loss",
@@ -193,26 +197,6 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class StyleLoss(ABC):
-    """A style loss for one layer: ``target(style map)`` once, then ``loss(map, target)`` per optimisation step.
-
-    Several style images: ``targets`` pairs each one's statistics with its blending weight and the loss is the
-    weighted sum -- for the Gram-like losses the same minimiser as blending the statistics themselves.
-    """
-
-    @abstractmethod
-    def target(self, style_feat: torch.Tensor) -> Any:
-        """The statistics of one style image's map (1, C, H, W) that this loss matches."""
-
-    @abstractmethod
-    def loss(self, feat: torch.Tensor, target: Any) -> torch.Tensor:
-        """The loss of the synthesis maps ``feat`` against ``target``."""
-
-    def targets(self, style_feats: Sequence[torch.Tensor], weights: Sequence[float]) -> list[tuple[float, Any]]:
-        """(weight, target) pairs for several style images."""
-        return [(w, self.target(f.detach())) for f, w in zip(style_feats, weights)]
-
-
 class GramLoss(StyleLoss):
     """Gatys et al. 2016: Gram matrices."""
 
@@ -342,4 +326,6 @@ STYLE_LOSSES: dict[str, type[StyleLoss]] = {
     "mmd_gaussian": GaussianMMDLoss,
     "bn": BNStatisticsLoss,
     "mrf": MRFLoss,
+    "histogram": HistogramLoss,
+    "reshuffle": ReshuffleLoss,
 }

@@ -1,4 +1,4 @@
-"""Models by name: ``@register_model("name")`` on a ``TranslationModel`` subclass, ``create_model(options)`` to build one.
+"""Models by name: ``@register_model("name")`` on a ``TranslationModel`` subclass, ``create_model(options)`` builds one.
 
 Adding a model is one file here (imported below so that it registers), one YAML in options/, and its tests.
 """

@@ -80,6 +80,9 @@ class TranslationModel(nn.Module, ABC):
     inference_nets: ClassVar[tuple[str, ...]] = ()
     # Style-transfer models translate {"A": content, "style": style image}; test.py then needs --style_dir.
     needs_style: ClassVar[bool] = False
+    # Each inference network translates an image on its own (a generator): ONNX export writes one as a graph. False
+    # for a model that translates through a chain of networks.
+    translates_with_one_net: ClassVar[bool] = True
 
     def __init__(self, options: TrainOptions, *, training: bool = True) -> None:
         super().__init__()

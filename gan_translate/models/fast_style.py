@@ -104,8 +104,8 @@ class FastStyleOptions(TrainOptions):
     style_size: int = opt(256, "style images resized to this longer side for their Gram targets (0 = as stored)",
                           minimum=0)
     style_names: str = opt("", "recorded by training: the network's styles, in index order")
-    add_styles_to: str = opt("", "a trained fast_style run (folder or checkpoint): add the styles of dataroot/style/ to "
-                                 "it and train only their (gamma, beta)")
+    add_styles_to: str = opt("", "a trained fast_style run (folder or checkpoint): add the styles of dataroot/style/ "
+                                 "to it and train only their (gamma, beta)")
     style: str = opt("", "test: the style to apply, by index or name (default: the first)")
     style_weights: str = opt("", "test: a blend, one weight per style, comma-separated (used as given)")
     median_filter: bool = opt(False, "test: a 3x3 median filter on the output (the Lua default)")
@@ -213,7 +213,7 @@ class FastStyleModel(TranslationModel):
         from gan_translate.data.images import load_image, pil_to_tensor
 
         rows = []
-        for name, paths in classes:
+        for _name, paths in classes:
             grams = []
             for path in paths:
                 image = load_image(path, 3)

@@ -70,8 +70,8 @@ PRIORS: dict[str, Callable[[int, int, torch.Generator | None], torch.Tensor]] = 
 PRIOR_STD: dict[str, float] = {"gaussian": 1.0, "uniform": 3.0 ** -0.5}
 
 # D_p's even kernels with "same" padding make torch pad a copy of the input; that costs little at these sizes, and the
-# warning would otherwise greet every run.
-warnings.filterwarnings("ignore", message="Using padding='same' with even kernel lengths", category=UserWarning)
+# warning would otherwise greet every run. Silenced around D_p's use only (``_mixture_step``), not for the process.
+_SAME_PADDING_WARNING = "Using padding='same' with even kernel lengths"
 
 # Score above which a discriminator calls its input real: LSGAN targets 1 and 0, vanilla GAN scores are logits.
 DECISION_THRESHOLD: dict[str, float] = {"lsgan": 0.5, "vanilla": 0.0}
@@ -130,25 +130,13 @@ def evaluating(*nets: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-def sync_buffers(*nets: nn.Module) -> None:
-    """With several processes, copies rank 0's buffers (BatchNorm running statistics) to every rank.
-
-    DDP broadcasts buffers only at the start of a wrapped forward, so after each step every rank keeps its own last
-    update; phase 2 and inference use these statistics, which must be the same everywhere.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    for net in nets:
-        for buffer in bare(net).buffers():
-            torch.distributed.broadcast(buffer, src=0)
-
-
 @register_model("mixgan")
 class MixGANModel(TranslationModel):
     """Adversarial autoencoder on the content domain, then a mixture decoder trained against the style domain."""
 
     Options = MixGANOptions
     inference_nets = ("E", "G_c", "G_m")
+    translates_with_one_net = False  # E -> G_c's features -> G_m
     grid_columns = 3
 
     def __init__(self, options: MixGANOptions, *, training: bool = True) -> None:
@@ -214,7 +202,7 @@ class MixGANModel(TranslationModel):
             # BatchNorm of the fully connected layers in training mode.
             if not self._warned_single:
                 warnings.warn("MIXGAN skips batches of a single image (batch norm needs two); "
-                              "choose a batch_size that divides the number of images")
+                              "choose a batch_size that divides the number of images", stacklevel=2)
                 self._warned_single = True
             return {}
         return self._phase_steps[self.phase_of(ctx.step, ctx.epoch)](self, batch, ctx)
@@ -250,7 +238,8 @@ class MixGANModel(TranslationModel):
         ctx.backward(loss_adv + rec_l1 * self.opt.lambda_rec)
         self.optimizers["E_G_c"].step()
         set_requires_grad(d_z, True)
-        sync_buffers(enc, dec)
+        # E and G_c's BatchNorm statistics (used by phase 2 and inference) are made rank 0's on every rank by the
+        # trainer after the step (engine.distributed.broadcast_buffers).
 
         self._remember(real_a, batch["B"], z_prior)
         codes = codes.detach()
@@ -260,6 +249,11 @@ class MixGANModel(TranslationModel):
 
     def _mixture_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
         """Phase 2: E and G_c frozen (eval mode, no grads); D_p on B vs mixtures, then G_m on fooling D_p."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SAME_PADDING_WARNING, category=UserWarning)
+            return self._mixture_update(batch, ctx)
+
+    def _mixture_update(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
         real_a, real_b = batch["A"], batch["B"]
         enc, dec, g_m, d_p = (self.nets[k] for k in ("E", "G_c", "G_m", "D_p"))
         z_prior = self.sample_prior(real_a.shape[0], self.prior_rng)

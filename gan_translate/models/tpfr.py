@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -156,21 +155,6 @@ def _latent(codes: Codes) -> torch.Tensor:
     return torch.cat([codes["content"], codes["style"]], dim=1)
 
 
-def _average_batch_stats(module: nn.Module) -> None:
-    """Averages the BatchNorm running statistics of ``module`` over the processes of a distributed run.
-
-    DDP synchronises gradients, not buffers updated in the forward pass: each process's BatchNorm would otherwise
-    keep statistics of its own data, and the processes' networks would differ. No autograd graph uses these buffers
-    (training mode normalises with batch statistics), so they are updated in place.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    for buffer in bare(module).buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer)
-            buffer.div_(dist.get_world_size())
-
-
 @register_model("tpfr")
 class TPFRModel(TranslationModel):
     """Encoder, two-stage peer layer, main and auxiliary decoders, conditional D (see the module docstring)."""
@@ -265,7 +249,8 @@ class TPFRModel(TranslationModel):
         ctx.backward(loss_d)
         self.optimizers["D"].step()
         set_requires_grad([enc, dec_aux], True)
-        _average_batch_stats(peer)
+        # The peer layer's BatchNorm statistics, updated by each process on its own data, are made rank 0's on every
+        # rank by the trainer after the step (engine.distributed.broadcast_buffers).
 
         self._last = {k: v.detach() for k, v in (("real_A", photo), ("style", style), ("stylized", stylized),
                                                  ("rec_A", rec_photo), ("rec_A_aux", aux_photo),

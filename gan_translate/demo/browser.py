@@ -1,12 +1,13 @@
-"""Driving the demo page in a real browser: headless Chromium through selenium (Debian's chromium and
-chromium-driver, which come version-matched). Used by tests/test_demo_browser.py and by scripts/demo_screenshot.py,
-which makes the README's picture the same way."""
+"""The demo served in this process and driven in a real browser: headless Chromium through selenium (Debian's chromium
+and chromium-driver, which come version-matched; selenium is in the extra "demo"). scripts/demo_screenshot.py makes
+the README's picture with it, and the demo's browser test drives the page the same way."""
 
 from __future__ import annotations
 
 import base64
 import io
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,25 @@ def save_small_png(driver, path: Path, colours: int = 256) -> Path:
     shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
     shot.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """The demo launched in this process (gradio's own server thread), closed by ``close()``."""
+
+    def __init__(self, page, app) -> None:
+        self.page, self.app = page, app
+        self.port = free_port()
+        from gan_translate.demo import serve
+
+        serve(page, port=self.port, block=False)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def close(self) -> None:
+        self.page.close()
