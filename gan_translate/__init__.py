@@ -1,6 +1,6 @@
 """gan_translate: image-to-image translation and style transfer on one PyTorch + Accelerate platform."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "load_translator"]
 

@@ -192,7 +192,7 @@ def prepare_step(config: BenchConfig) -> PreparedStep:
     from accelerate import Accelerator
 
     from gan_translate.engine.safety import GuardedOptimizer, StepGuard
-    from gan_translate.engine.trainer import reuse_freed_memory
+    from gan_translate.engine.distributed import reuse_freed_memory
     from gan_translate.models import StepContext, create_model
     from gan_translate.nets.layers import configure_nets
 

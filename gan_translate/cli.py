@@ -163,7 +163,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 @user_errors_exit
 def stylize_main(argv: Sequence[str] | None = None) -> int:
     """``python -m gan_translate stylize`` / ``gan-translate-stylize``."""
-    from gan_translate.stylize import run
+    from gan_translate.stylize_cli import run
 
     return run(sys.argv[1:] if argv is None else argv)
 

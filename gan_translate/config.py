@@ -19,7 +19,7 @@ import difflib
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import yaml
 
@@ -393,3 +393,14 @@ def load_options(options_cls: type, path: str | Path) -> Any:
     values: dict[str, Any] = {}
     _apply(values, read_yaml(path), field_types(options_cls), f" in {path}")
     return validate(options_cls, values)
+
+
+def comma_list(kind: type, option: str) -> Callable[[str], tuple]:
+    """An argparse ``type`` for comma-separated values of ``kind`` ('relu1_1,relu2_1', '512,1024'); a value that does
+    not convert is one line naming ``--option``."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise UserError(f"option --{option}: expected comma-separated {kind.__name__}s, got '{text}'") from None
+    return parse

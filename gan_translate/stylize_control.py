@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from gan_translate.config import comma_list
 from gan_translate.data.images import load_image
 from gan_translate.data.masks import PALETTE, check_regions, masks_from_regions, read_mask
 from gan_translate.errors import UserError
@@ -37,8 +38,7 @@ from gan_translate.losses.guided import GUIDE_MODES
 from gan_translate.losses.matting import matting_laplacian
 from gan_translate.nets.vgg import VGG19
 from gan_translate.nets.vgg_weights import CAFFE_SCALE
-from gan_translate.stylize import (MIN_SIZE, StylizeResult, StylizeSettings, _csv, load_resized, prepare_images,
-                                   stylize)
+from gan_translate.stylize import MIN_SIZE, StylizeResult, StylizeSettings, load_resized, prepare_images, stylize
 
 __all__ = ["Controls", "add_control_options", "combine_scales", "controls_from_args", "photorealistic_settings",
            "run_controlled", "scale_schedule"]
@@ -107,15 +107,15 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
            "neurons that see nothing else); auto = inside with one style image, simple with one per region")
     a("--guide_grow", type=int, default=0, metavar="K",
       help="widen (K > 0) or erode (K < 0) every layer's mask by K cells (default: 0)")
-    a("--scales", type=_csv(int, "scales"), default=(), metavar="PX,...",
+    a("--scales", type=comma_list(int, "scales"), default=(), metavar="PX,...",
       help="coarse-to-fine: optimise at each longer side in turn, the previous result upsampled as the start "
            "(e.g. 512,1024; replaces --image_size)")
-    a("--scale_steps", type=_csv(int, "scale_steps"), default=(), metavar="N,...",
+    a("--scale_steps", type=comma_list(int, "scale_steps"), default=(), metavar="N,...",
       help="steps at each scale (default: --steps at the first, 40%% of it at the others, as 500 then 200)")
     a("--fine_style", default="", metavar="IMG",
       help="scale control: first give the --style image this image's fine texture (its coarse layout stays), then "
            "use the result as the style")
-    a("--fine_style_layers", type=_csv(str, "fine_style_layers"), default=FINE_STYLE_LAYERS, metavar="L,...",
+    a("--fine_style_layers", type=comma_list(str, "fine_style_layers"), default=FINE_STYLE_LAYERS, metavar="L,...",
       help="layers that carry the fine texture (default: relu1_1,relu2_1)")
     a("--fine_style_steps", type=int, default=500, metavar="N", help="steps of the scale-control image (default: 500)")
     a("--photorealistic", action="store_true",

@@ -38,10 +38,10 @@ def test_upload_translate_and_read_the_output_back(served: Served, tmp_path: Pat
         shot = save_small_png(driver, tmp_path / "demo_page.png")
     finally:
         driver.quit()
-    # training scale: the shorter side at the run's load_size (36): 80x60 -> 48x36
-    assert result.output.format == "PNG" and result.output.size == (48, 36), result.status
-    assert result.status.startswith("p2p/step_00000002: 48x36 in, 48x36 out (training scale: shorter side 36")
-    given = np.asarray(Image.open(upload).convert("RGB").resize((48, 36)), dtype=np.float64)
+    # training scale: the run's load_size (36) snapped to its unet_32's stride: shorter side 32, 80x60 -> 43x32
+    assert result.output.format == "PNG" and result.output.size == (43, 32), result.status
+    assert result.status.startswith("p2p/step_00000002: 43x32 in, 43x32 out (training scale: shorter side 32")
+    given = np.asarray(Image.open(upload).convert("RGB").resize((43, 32)), dtype=np.float64)
     assert np.abs(np.asarray(result.output.convert("RGB"), dtype=np.float64) - given).mean() > 5
     page = Image.open(shot)
     assert page.size[0] >= 1000 and len(page.getcolors(256) or []) > 10  # the page was drawn, not a blank window

@@ -214,6 +214,8 @@ def all_options(pages_commands: list[tuple[str, list[str]]]) -> frozenset[str]:
         elif command != "train":
             found |= command_options(command)
     found |= command_options("bench", "--data")
+    if _captured(lambda: main(["--version"])).startswith("gan_translate "):  # the command's own option
+        found.add("--version")
     for script, sub in pages_commands:
         found |= script_options(script, *sub)
     return frozenset(found)

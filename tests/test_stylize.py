@@ -18,7 +18,8 @@ from gan_translate.data.images import save_image
 from gan_translate.losses.style import STYLE_LOSSES
 from gan_translate.nets import vgg as vgg_module
 from gan_translate.nets.vgg import build_vgg19
-from gan_translate.stylize import GatysObjective, StylizeSettings, finish, parse_style_losses, prepare_images, stylize
+from gan_translate.stylize import GatysObjective, StylizeSettings, finish, prepare_images, stylize
+from gan_translate.stylize_cli import parse_style_losses
 from tests.conftest import REPO
 
 # Layers up to relu3_1 keep a step cheap; the deeper layers add nothing to what is being checked.

@@ -11,15 +11,10 @@ stream is a function of (seed, epoch, index), and RNG states, pools and schedule
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import math
 import os
-import random
-import shutil
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +28,11 @@ from gan_translate.config import TrainOptions
 from gan_translate.data import create_dataloader, create_dataset
 from gan_translate.data.builtin import ensure_builtin_dataset
 from gan_translate.data.styles import ensure_builtin_styles
-from gan_translate.engine.checkpoint import (CONFIG_FILE, find_checkpoint, link_checkpoint, load_net, load_state,
-                                            save_checkpoint)
+from gan_translate.engine.checkpoint import (CONFIG_FILE, capture_rng, find_checkpoint, link_checkpoint, load_net,
+                                            load_state, restore_rng, save_checkpoint)
 from gan_translate.engine.distributed import (broadcast_buffers, choose_cpu_threads, make_accelerator,
-                                              started_by_a_launcher)
+                                              reuse_freed_memory, started_by_a_launcher, weights_digest)
+from gan_translate.engine.loader_workers import a_worker_died, shut_down_workers
 from gan_translate.engine.machines import (
     LostMachine,
     check_shared_run_folder,
@@ -48,6 +44,7 @@ from gan_translate.engine.machines import (
 from gan_translate.engine.run_lock import RunLock
 from gan_translate.engine.safety import (GracefulStop, GuardedOptimizer, StepGuard, TrainingInterrupted,
                                         ignore_stop_signals, is_worker_failure, stop_when_the_launcher_dies)
+from gan_translate.engine.progress import Progress, bar_postfix
 from gan_translate.engine.schedules import build_scheduler
 from gan_translate.engine.stopping import Snapshot, StepAbandoned, StepWindow, StopWatcher, copy_buffers
 from gan_translate.data.images import ImageReadError
@@ -74,83 +71,8 @@ def default_run_name(options: TrainOptions) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# RNG state: plain tensors and python values, so that the state file loads with weights_only=True
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def capture_rng() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def reuse_freed_memory() -> bool:
-    """Asks glibc's malloc to keep freed blocks of up to 32 MB for reuse instead of handing them back to the system.
-
-    By default glibc unmaps large freed blocks and trims the heap, so that the next step's tensors land on fresh pages
-    that the kernel must fault in and zero: 70,000 page faults per pix2pix 256 px step on CPU, about a tenth of its
-    time (README "Performance"). The peak memory stays the same. Returns whether it applied (Linux with glibc only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # another C library (e.g. musl)
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # from glibc's malloc.h
-    return all(mallopt(param, value) == 1 for param, value in (
-        (m_mmap_threshold, 32 << 20),  # the largest glibc accepts; a 256 px activation map is 17 MB
-        (m_trim_threshold, 1 << 30),
-        (m_top_pad, 64 << 20),
-    ))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-BAR_LOSSES = 3  # loss terms shown on the progress bar; all of them go to TensorBoard and loss_log.txt
-BAR_METER = 52  # what tqdm's own part of the line takes besides the description (percent, counts, times, rate)
-
-
-def bar_postfix(logs: dict[str, float], epoch: int, desc_width: int, columns: int | None = None) -> str:
-    """The bar's postfix: the epoch and the first few loss terms, 3 significant digits, only as many as fit in the
-    terminal beside tqdm's meter (a line longer than the terminal wraps, and every refresh then leaves a line)."""
-    columns = columns or shutil.get_terminal_size().columns
-    budget = columns - desc_width - BAR_METER
-    parts = [f"ep {epoch}"] + [f"{k} {v:.3g}" for k, v in list(logs.items())[:BAR_LOSSES]]
-    shown: list[str] = []
-    for part in parts:
-        if len(" ".join([*shown, part])) > budget:
-            break
-        shown.append(part)
-    return " ".join(shown)
-
-
-@dataclass
-class Progress:
-    """Where the run is: the counters saved in every checkpoint."""
-
-    step: int = 0  # optimisation steps done
-    epoch: int = 0  # current epoch, 0-based
-    batch_in_epoch: int = 0  # batches of the current epoch already consumed
 
 
 class Trainer:
@@ -407,7 +329,8 @@ class Trainer:
         watcher = StopWatcher(self._save_on_signal).start() if acc.num_processes == 1 else None
         try:
             interrupted = self._loop(total, steps_per_epoch, tracker, bar, signal_stop)
-            self._shut_down_workers()  # from here on, a worker's death cannot interrupt the save
+            # from here on, a worker's death cannot interrupt the save
+            shut_down_workers((self.loader, self._epoch_loader))
             bar.close()
             if self._dropped_step is None:
                 if tracker is not None and not self.guard.bad:
@@ -423,7 +346,7 @@ class Trainer:
                 raise self._bad_image_stop(bad_image) from None
             # A worker killed while it handed a batch over breaks that hand-over (the socket that passes shared
             # memory) instead of raising torch's own report; both mean the same thing.
-            if not (is_worker_failure(err) or self._a_worker_died()):
+            if not (is_worker_failure(err) or a_worker_died((self.loader, self._epoch_loader))):
                 raise
             bar.close()
             raise self._workers_lost(err, signal_stop.requested) from None
@@ -432,7 +355,7 @@ class Trainer:
                 watcher.stop()
             bar.close()  # an error ends the bar's line, so that its message starts a line of its own
             signal_stop.restore()
-            self._shut_down_workers()  # also when the run fails: no worker may outlive it
+            shut_down_workers((self.loader, self._epoch_loader))  # also when the run fails: no worker may outlive it
         self.check_ranks_in_sync()
         self._release_distributed_wrappers()
         acc.end_training()
@@ -554,27 +477,11 @@ class Trainer:
         sys.stderr.flush()
         os._exit(0)
 
-    def _shut_down_workers(self) -> None:
-        """Ends the DataLoader workers now rather than at exit (torch's own shutdown; the loaders keep them alive
-        between epochs). It also stops torch watching them, so a worker that dies later raises nothing here."""
-        for loader in {id(x): x for x in (self.loader, self._epoch_loader) if x is not None}.values():
-            iterator = getattr(loader, "_iterator", None)
-            if iterator is None or not hasattr(iterator, "_shutdown_workers"):
-                continue
-            iterator._shutdown_workers()
-            loader._iterator = None
-            for worker in getattr(iterator, "_workers", []):
-                # torch's last resort for a worker that does not exit is SIGTERM, which ours ignore (safety.py);
-                # one left alive would then hang the interpreter's exit, which joins it.
-                if worker.is_alive():
-                    worker.kill()
-                    worker.join(timeout=5)
-
     def _bad_image_stop(self, message: str) -> UserError:
         """An image that cannot be decoded, met mid-run: with one process the steps done so far are saved (the
         weights are those of the last completed step: the batch never arrived); one line names the file and the
         option that skips such files."""
-        self._shut_down_workers()
+        shut_down_workers((self.loader, self._epoch_loader))
         kept = "no checkpoint was written yet"
         if self.accelerator.num_processes == 1 and self.progress.step > 0:
             tag = f"step_{self.progress.step:08d}"
@@ -587,12 +494,6 @@ class Trainer:
             except UserError:
                 pass
         return UserError(f"{message.rstrip('.')} (remove it, or add --skip_bad_images to skip such files); {kept}")
-
-    def _a_worker_died(self) -> bool:
-        """Whether a DataLoader worker of this run has ended while torch still watches it."""
-        return any(not worker.is_alive()
-                   for loader in (self.loader, self._epoch_loader) if loader is not None
-                   for worker in getattr(getattr(loader, "_iterator", None), "_workers", []))
 
     def _workers_lost(self, err: BaseException, signal_name: str | None) -> TrainingInterrupted:
         """The message for a run whose data-loading workers died: the step in progress cannot be completed, so the
@@ -653,12 +554,7 @@ class Trainer:
         if acc.num_processes == 1:
             return
         broadcast_buffers(self.model.nets[k] for k in sorted(self.model.nets))
-        digest = hashlib.sha256()
-        for name, net in sorted(self.model.nets.items()):
-            for key, tensor in sorted(getattr(net, "module", net).state_dict().items()):
-                digest.update(name.encode() + key.encode())
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        digests = gather_object([digest.hexdigest()])
+        digests = gather_object([weights_digest(self.model.nets)])
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks diverged: weight digests {digests}")
         acc.print(f"weights identical on all {acc.num_processes} ranks (sha256 {digests[0][:16]})")
