@@ -339,9 +339,9 @@ def test_quick_preset_losses_fall(tmp_path: Path) -> None:
     steps: the content and the style loss both fall (means of logged steps 1-10 against 41-60).
 
     The preset itself (300 steps) was checked by running it in full and looking at test.py's outputs: each of the four
-    styles visible, the facades recognisable; over its 300 steps the content loss fell from 1.33e5 to 7.0e4 and the style
-    loss from 1.41e5 to 7.4e4 (means of the first and last 30 logged steps). The content falls first, the style mostly
-    after step 150, hence the wider final window here."""
+    styles visible, the facades recognisable; over its 300 steps the content loss fell from 1.33e5 to 7.0e4 and the
+    style loss from 1.41e5 to 7.4e4 (means of the first and last 30 logged steps). The content falls first, the style
+    mostly after step 150, hence the wider final window here."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from gan_translate.nets.vgg_weights import bundled_caffe_vgg19
