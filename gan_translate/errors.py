@@ -40,11 +40,14 @@ def torch_load_refusal(err: BaseException) -> str:
     import re
 
     text = str(err)
-    if "Weights only load failed" in text or "Unsupported global" in text or "UnpicklingError" in type(err).__name__:
+    if "Unsupported global" in text:  # a pickle that names a class or function: loading it would run code
         found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
         names = f" (it names {found.group(1)})" if found else ""
         return (f"it is a pickle that would run code to load{names}; weight files are read as plain tensors only, "
                 "and nothing from this one was run")
+    if "Weights only load failed" in text or "UnpicklingError" in type(err).__name__:
+        return ("cannot read it as a weight file: it is damaged, or was not written by torch.save "
+                "(nothing in it was run)")
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return first[:200]
 

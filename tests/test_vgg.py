@@ -31,6 +31,7 @@ def no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
     monkeypatch.setattr(vgg_module, "_download", offline)
+    monkeypatch.setattr(vgg_module, "reachable", lambda url: True)  # the host answers; the download itself fails
     monkeypatch.setattr(vgg_module, "bundled_caffe_vgg19", lambda: None)  # as without the style extra
     return attempts
 
@@ -157,7 +158,7 @@ def test_bad_weight_files_are_user_errors(case: str, tmp_path: Path, torchvision
         torch.save({f"features.{k}": v[..., :1] for k, v in torchvision_features.state_dict().items()}, path)
     elif case == "not_vgg":
         torch.save({"conv.weight": torch.zeros(1)}, path)
-    expected = {"missing": "file not found", "corrupt": "cannot read", "pickled_object": "cannot read",
+    expected = {"missing": "file not found", "corrupt": "cannot read", "pickled_object": "would run code",
                 "wrong_shape": "has shape", "not_vgg": "is not a VGG-19 state dict"}[case]
     with pytest.raises(UserError, match=expected) as err:
         build_vgg19(path, last_layer="relu2_1")
