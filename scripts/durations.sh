@@ -9,7 +9,7 @@
 #
 # Run it from the repository root on an otherwise idle machine; each run trains in a temporary folder.
 set -euo pipefail
-MODELS=${MODELS:-"pix2pix cyclegan cut mixgan tpfr adain"}
+MODELS=${MODELS:-"pix2pix cyclegan cut mixgan tpfr adain fast_style"}
 STYLIZE=${STYLIZE:-1}
 CONTENT=${CONTENT:-../shared/data/styles/content/$(ls ../shared/data/styles/content 2>/dev/null | head -1)}
 STYLE=${STYLE:-../shared/data/styles/style/$(ls ../shared/data/styles/style 2>/dev/null | head -1)}
