@@ -98,20 +98,25 @@ def save_checkpoint(run_dir: Path, tag: str, *, nets: dict[str, nn.Module], stat
         for child in tmp.iterdir():
             with open(child, "rb") as f:
                 os.fsync(f.fileno())
-        if final.exists():  # re-saving a tag (e.g. the same step twice): swap, then drop the old one
-            old = run_dir / f".old-{tag}-{writer}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(run_dir)
+        _put_in_place(tmp, final, run_dir / f".old-{tag}-{writer}")  # re-saving a tag: swap, then drop the old
         write_text_atomic(run_dir / LATEST, tag + "\n")
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"could not write checkpoint {final}: {err.strerror or err}") from None
     _rotate(run_dir, keep_last)
     return final
+
+
+def _put_in_place(tmp: Path, final: Path, old: Path) -> None:
+    """Renames ``tmp`` to ``final``. An existing ``final`` is moved aside to ``old`` first and removed after (a folder
+    cannot be renamed over a folder or a link, nor a link over a folder); a link over a link is replaced at once."""
+    if os.path.lexists(final) and not (tmp.is_symlink() and final.is_symlink()):
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 def _remove(path: Path) -> None:
@@ -131,14 +136,7 @@ def link_checkpoint(run_dir: Path, tag: str, target: str) -> Path:
     try:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(target, target_is_directory=True)
-        if final.exists() and not final.is_symlink():
-            old = run_dir / f".old-{tag}-{this_host()}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(run_dir)
+        _put_in_place(tmp, final, run_dir / f".old-{tag}-{this_host()}-{os.getpid()}")
         write_text_atomic(run_dir / LATEST, tag + "\n")
     except OSError as err:
         tmp.unlink(missing_ok=True)
