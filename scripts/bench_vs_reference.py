@@ -88,7 +88,8 @@ def main() -> None:
     p.add_argument("--num_test", type=int, default=56)
     p.add_argument("--small", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="pix2pix only")
+    p.add_argument("--only", choices=("pix2pix", "cyclegan"), help="run one model's rows")
+    p.add_argument("--quick", action="store_true", help="pix2pix only (the same as --only pix2pix)")
     args = p.parse_args()
     work, ref, facades = Path(args.work), Path(args.ref).resolve(), Path(args.facades).resolve()
     ours = _setup(work, ref, facades)
@@ -105,7 +106,7 @@ def main() -> None:
 
     ref_p2p = ref_cmd("p2p", facades, "--model", "pix2pix", "--direction", "BtoA")
     ref_cyc = ref_cmd("cyc", unaligned, "--model", "cycle_gan", "--no_dropout")
-    rows = [  # (label, our command, the reference's command)
+    pix2pix_rows = [  # (label, our command, the reference's command)
         ("pix2pix, our default scale, fp32", ours_cmd("p2p", facades), ref_p2p),
         ("pix2pix, 256x256 as the reference, fp32",
          ours_cmd("p2p", facades, "--load_size", "256", "--crop_size", "256"), ref_p2p),
@@ -113,26 +114,26 @@ def main() -> None:
          ours_cmd("p2p", facades, "--load_size", "256", "--crop_size", "256", "--mixed_precision", "bf16"), ref_p2p),
         ("pix2pix, --load_size 286 (padded to 512), fp32", ours_cmd("p2p", facades, "--load_size", "286"), ref_p2p),
     ]
-    if not args.quick:
-        rows += [
-            ("CycleGAN both ways, 256x256, fp32",
-             ours_cmd("cyc", unaligned, "--load_size", "256", "--crop_size", "256"), ref_cyc),
-            ("CycleGAN both ways, 256x256, bf16",
-             ours_cmd("cyc", unaligned, "--load_size", "256", "--crop_size", "256", "--mixed_precision", "bf16"),
-             ref_cyc),
-        ]
+    cyclegan_rows = [
+        ("CycleGAN both ways, 256x256, fp32",
+         ours_cmd("cyc", unaligned, "--load_size", "256", "--crop_size", "256"), ref_cyc),
+        ("CycleGAN both ways, 256x256, bf16",
+         ours_cmd("cyc", unaligned, "--load_size", "256", "--crop_size", "256", "--mixed_precision", "bf16"), ref_cyc),
+    ]
+    only = "pix2pix" if args.quick else args.only
+    rows = {"pix2pix": pix2pix_rows, "cyclegan": cyclegan_rows}.get(only, pix2pix_rows + cyclegan_rows)
     span = args.num_test - args.small
     times: dict[tuple[int, str], list[float]] = {}
-    for _ in range(args.repeats):
-        for index, (_, mine, theirs) in enumerate(rows):
+    print("| configuration | ours s/image | reference s/image | speed-up |\n|---|---|---|---|", flush=True)
+    for repeat in range(args.repeats):
+        for index, (label, mine, theirs) in enumerate(rows):
             for who, cmd, cwd in (("ours", mine, REPO), ("ref", theirs, ref)):  # interleaved
                 t_small = _run(cmd + ["--num_test", str(args.small)], cwd)
                 t_all = _run(cmd + ["--num_test", str(args.num_test)], cwd)
                 times.setdefault((index, who), []).append((t_all - t_small) / span)
-    print("| configuration | ours s/image | reference s/image | speed-up |\n|---|---|---|---|")
-    for index, (label, _, _) in enumerate(rows):
-        a, b = statistics.median(times[(index, "ours")]), statistics.median(times[(index, "ref")])
-        print(f"| {label} | {a:.3f} | {b:.3f} | {b / a:.2f}x |")
+            if repeat == args.repeats - 1:  # each row as soon as its medians are known
+                a, b = statistics.median(times[(index, "ours")]), statistics.median(times[(index, "ref")])
+                print(f"| {label} | {a:.3f} | {b:.3f} | {b / a:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

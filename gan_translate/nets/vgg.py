@@ -44,6 +44,7 @@ __all__ = [
     "check_layers",
     "find_vgg19",
     "load_vgg19_state",
+    "run_features",
     "vgg19_cache_path",
 ]
 
@@ -85,6 +86,23 @@ def check_layers(layers: Iterable[str], option: str = "layers") -> list[str]:
 
 _POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 _PADDINGS = ("zeros", "reflect")
+
+
+def run_features(features: nn.Sequential, h: torch.Tensor, wanted: dict[int, str], last_layer: str
+                 ) -> dict[str, torch.Tensor]:
+    """The activations of ``features`` at the indices of ``wanted`` (index -> layer name) for the preprocessed input
+    ``h``, running only as deep as the deepest one (VGG-19's and VGG-16's ``extract``)."""
+    if not wanted:
+        return {}
+    deepest = max(wanted)
+    if deepest >= len(features):
+        raise ValueError(f"layer {wanted[deepest]} is deeper than this network's last layer {last_layer}")
+    out: dict[str, torch.Tensor] = {}
+    for i in range(deepest + 1):
+        h = features[i](h)
+        if i in wanted:
+            out[wanted[i]] = h
+    return out
 
 
 class VGG19(nn.Module):
@@ -148,16 +166,7 @@ class VGG19(nn.Module):
         wanted = {_INDEX[name]: name for name in check_layers(layers)}
         if not wanted:
             return {}
-        deepest = max(wanted)
-        if deepest >= len(self.features):
-            raise ValueError(f"layer {wanted[deepest]} is deeper than this network's last layer {self.last_layer}")
-        out: dict[str, torch.Tensor] = {}
-        h = self.preprocess(x)
-        for i in range(deepest + 1):
-            h = self.features[i](h)
-            if i in wanted:
-                out[wanted[i]] = h
-        return out
+        return run_features(self.features, self.preprocess(x), wanted, self.last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The activation of ``last_layer``."""

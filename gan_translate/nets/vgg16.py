@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gan_translate.errors import UserError
-from gan_translate.nets.vgg import RANDOM_WEIGHTS, VGG19, _read_file, build_vgg19
+from gan_translate.nets.vgg import RANDOM_WEIGHTS, VGG19, _read_file, build_vgg19, run_features
 from gan_translate.nets.vgg_weights import imagenet_map
 
 __all__ = ["VGG16", "VGG16_CONV_INDEX", "VGG16_LAYER_NAMES", "build_perceptual_vgg", "is_vgg16_state"]
@@ -78,16 +78,8 @@ class VGG16(nn.Module):
         wanted = {_INDEX16[name]: name for name in self._check(layers)}
         if not wanted:
             return {}
-        deepest = max(wanted)
-        if deepest >= len(self.features):
-            raise ValueError(f"layer {wanted[deepest]} is deeper than this network's last layer {self.last_layer}")
-        out: dict[str, torch.Tensor] = {}
         h = torch.nn.functional.conv2d(x, self.input_weight.to(x.dtype), self.input_bias.to(x.dtype))
-        for i in range(deepest + 1):
-            h = self.features[i](h)
-            if i in wanted:
-                out[wanted[i]] = h
-        return out
+        return run_features(self.features, h, wanted, self.last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.extract(x, [self.last_layer])[self.last_layer]
