@@ -173,7 +173,7 @@ def test_missing_inception_weights_skip_fid_with_one_line(runs: Path, tiny_data:
 @pytest.mark.parametrize("extra, message", [
     (["--bogus", "1"], "unknown option --bogus"),
     (["--metrics", "psnr,fud"], "option --metrics: unknown metric 'fud'"),
-    (["--batch_size", "0"], "option --batch_size: 0 is below the minimum 1"),
+    (["--batch_size", "-1"], "option --batch_size: -1 is below the minimum 0"),
     (["--direction", "BtoA"], "option --direction: model pix2pix was trained AtoB"),
     (["--epoch", "7"], "checkpoint '7' not found"),
     (["--dataroot", "/nonexistent/folder"], "folder not found: /nonexistent/folder"),
@@ -329,3 +329,19 @@ def test_tiles_and_precision_from_the_documented_commands(runs: Path, tmp_path: 
     diff = np.abs(np.asarray(tiled, dtype=np.float32) - np.asarray(plain, dtype=np.float32))
     assert 0 < diff.mean() < 20  # bf16 and per-tile instance statistics move values a little, not wholesale
     assert run_test_command(test_args(runs, tmp_path / "r", "cyc", "--tile_overlap", "8")) == 2
+
+
+def test_default_batch_size_is_one_for_resnet_generators_on_cpu() -> None:
+    """--batch_size 0 (the default): ResNet generators translate one image at a time on a CPU (faster there), the
+    U-Net in batches of four; any device other than the CPU batches."""
+    from gan_translate.config import resolve
+    from gan_translate.evaluate.runner import default_batch_size
+    from gan_translate.models import create_model, model_class
+
+    cpu = torch.device("cpu")
+    cases = (("cyclegan", [], 1), ("pix2pix", [], 4), ("pix2pix", ["--netG", "resnet_6blocks"], 1))
+    for name, extra, expected in cases:
+        options = resolve(model_class(name).Options, name, ["--dataroot", "unused", "--ngf", "4", "--ndf", "4", *extra])
+        model = create_model(options, training=False)
+        assert default_batch_size(model, cpu) == expected, (name, extra)
+        assert default_batch_size(model, torch.device("meta")) == 4
