@@ -29,6 +29,16 @@ def tiny_run(model: str, data: Path, checkpoints: Path, name: str, *extra: str) 
             "--print_freq", "1", "--display_freq", "2", "--save_latest_freq", "1000", *extra]
 
 
+def logged_scalars(run_dir: Path, tag: str) -> list[float]:
+    """The values a run logged to TensorBoard under ``tag`` (e.g. "loss/content"), in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = next((run_dir / "logs").rglob("events.out.tfevents.*"))
+    board = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+    board.Reload()
+    return [event.value for event in board.Scalars(tag)]
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Runs a module on one thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): for tiny tensors a

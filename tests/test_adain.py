@@ -20,6 +20,7 @@ from gan_translate.models import create_model
 from gan_translate.models.adain import DECODER_PARAMS, AdaINDecoder, AdaINModel, AdaINOptions, adaptive_instance_norm
 from gan_translate.nets import vgg as vgg_module
 from gan_translate.nets.vgg import LAYER_NAMES
+from tests.conftest import logged_scalars
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -223,11 +224,8 @@ def test_quick_preset_losses_fall(tmp_path: Path) -> None:
     assert train_main(["--model", "adain", "--checkpoints_dir", str(tmp_path), "--name", "quick", "--max_steps", "400",
                        "--print_freq", "1", "--display_freq", "1000", "--save_latest_freq", "1000",
                        "--num_cpu_threads", "1"]) == 0  # one thread, as the module: the test machine is shared
-    events = next((tmp_path / "quick" / "logs").rglob("events.out.tfevents.*"))
-    tb = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
-    tb.Reload()
     for tag, factor in (("loss/content", 0.95), ("loss/style", 0.9)):
-        values = [e.value for e in tb.Scalars(tag)]
+        values = logged_scalars(tmp_path / "quick", tag)
         assert len(values) == 400
         first, last = sum(values[:100]) / 100, sum(values[300:]) / 100
         assert last < factor * first, (tag, first, last)

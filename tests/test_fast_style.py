@@ -23,6 +23,7 @@ from gan_translate.nets.fast_style import (
     median_filter3,
 )
 from gan_translate.nets.vgg16 import build_perceptual_vgg
+from tests.conftest import logged_scalars
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -342,8 +343,6 @@ def test_quick_preset_losses_fall(tmp_path: Path) -> None:
     styles visible, the facades recognisable; over its 300 steps the content loss fell from 1.33e5 to 7.0e4 and the
     style loss from 1.41e5 to 7.4e4 (means of the first and last 30 logged steps). The content falls first, the style
     mostly after step 150, hence the wider final window here."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from gan_translate.nets.vgg_weights import bundled_caffe_vgg19
 
     if bundled_caffe_vgg19() is None:
@@ -351,11 +350,8 @@ def test_quick_preset_losses_fall(tmp_path: Path) -> None:
     assert main(["train", "--model", "fast_style", "--checkpoints_dir", str(tmp_path), "--name", "quick",
                  "--max_steps", "60", "--print_freq", "1", "--display_freq", "1000", "--save_latest_freq", "1000",
                  "--num_cpu_threads", "1"]) == 0  # one thread, as the module: the test machine is shared
-    events = next((tmp_path / "quick" / "logs").rglob("events.out.tfevents.*"))
-    tb = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
-    tb.Reload()
     for tag, factor in (("loss/content", 0.8), ("loss/style", 0.95)):
-        values = [e.value for e in tb.Scalars(tag)]
+        values = logged_scalars(tmp_path / "quick", tag)
         assert len(values) == 60
         first, last = sum(values[:10]) / 10, sum(values[40:]) / 20
         assert last < factor * first, (tag, first, last)
