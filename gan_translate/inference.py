@@ -48,6 +48,8 @@ from gan_translate.engine.checkpoint import CONFIG_FILE, STATE_FILE, find_checkp
 from gan_translate.errors import UserError
 from gan_translate.models import TranslationModel, model_class
 from gan_translate.nets import bare
+from gan_translate.nets.channels_last import use_channels_last_inference
+from gan_translate.nets.generators import ResnetGenerator, UnetGenerator
 from gan_translate.tiles import tiled_generators
 
 __all__ = ["Translator", "load_translator", "load_model", "resolve_checkpoint", "resolve_device", "uses_batch_stats",
@@ -144,6 +146,9 @@ def load_model(path: str | Path, *, epoch: str = "latest", device: str | torch.d
         load_net(model.nets[key], ckpt, key)
     model.to(resolve_device(device))
     model.train(not eval_mode)
+    for net in model.modules():  # NHWC activations when translating on a CPU (nets/channels_last.py)
+        if isinstance(net, (ResnetGenerator, UnetGenerator)):
+            use_channels_last_inference(net)
     return model, options, ckpt
 
 

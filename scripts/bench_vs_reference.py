@@ -6,9 +6,11 @@
 Both translate the facades test pairs with the SAME weights (random, paper architectures: pix2pix unet_256 with batch
 norm and dropout, CycleGAN resnet_9blocks with instance norm; made by the reference's own define_G, imported here
 with `python -m gan_translate import reference`). Each configuration runs with --num_test SMALL and --num_test N and
-the per-image time is the difference divided by N - SMALL, so start-up (imports, loading) is removed. Runs of ours
-and of the reference alternate, so a machine whose speed drifts affects both alike; the table gives medians over
---repeats. Everything is written under --work (default /tmp/bench_vs_reference).
+the per-image time is the difference divided by N - SMALL, so start-up (imports, loading) is removed. The
+reference's CycleGAN test writes both translations and both cycles of each image pair; ours translates both ways, and
+with --reconstruct also writes the cycles (a row each). Runs of ours and of the reference alternate, so a machine
+whose speed drifts affects both alike; the table gives medians over --repeats. Everything is written under --work
+(default /tmp/bench_vs_reference).
 """
 
 from __future__ import annotations
@@ -114,11 +116,15 @@ def main() -> None:
          ours_cmd("p2p", facades, "--load_size", "256", "--crop_size", "256", "--mixed_precision", "bf16"), ref_p2p),
         ("pix2pix, --load_size 286 (padded to 512), fp32", ours_cmd("p2p", facades, "--load_size", "286"), ref_p2p),
     ]
-    cyclegan_rows = [
-        ("CycleGAN both ways, 256x256, fp32",
-         ours_cmd("cyc", unaligned, "--load_size", "256", "--crop_size", "256"), ref_cyc),
-        ("CycleGAN both ways, 256x256, bf16",
-         ours_cmd("cyc", unaligned, "--load_size", "256", "--crop_size", "256", "--mixed_precision", "bf16"), ref_cyc),
+    at_256 = ("--load_size", "256", "--crop_size", "256")
+    cyclegan_rows = [  # the reference's test also writes the cycles: ours does with --reconstruct
+        ("CycleGAN both ways, 256x256, fp32", ours_cmd("cyc", unaligned, *at_256), ref_cyc),
+        ("CycleGAN both ways, 256x256, bf16", ours_cmd("cyc", unaligned, *at_256, "--mixed_precision", "bf16"),
+         ref_cyc),
+        ("CycleGAN both ways and the cycles (--reconstruct), 256x256, fp32",
+         ours_cmd("cyc", unaligned, *at_256, "--reconstruct"), ref_cyc),
+        ("CycleGAN both ways and the cycles (--reconstruct), 256x256, bf16",
+         ours_cmd("cyc", unaligned, *at_256, "--reconstruct", "--mixed_precision", "bf16"), ref_cyc),
     ]
     only = "pix2pix" if args.quick else args.only
     rows = {"pix2pix": pix2pix_rows, "cyclegan": cyclegan_rows}.get(only, pix2pix_rows + cyclegan_rows)

@@ -38,7 +38,8 @@ def unpaired_facades(root: Path) -> Path:
 def heldout(checkpoints: Path, results: Path, name: str, data: Path, weights: list[str]) -> dict:
     metrics = "l1,kid" if weights else "l1"
     assert run_test_command(["--name", name, "--checkpoints_dir", str(checkpoints), "--results_dir", str(results),
-                             "--dataroot", str(data), "--metrics", metrics, "--num_threads", "0", *weights]) == 0
+                             "--dataroot", str(data), "--metrics", metrics, "--num_threads", "0", "--reconstruct",
+                             *weights]) == 0
     return json.loads((results / name / "test_latest" / "metrics.json").read_text())["results"]
 
 

