@@ -118,6 +118,7 @@ def main() -> None:
     ]
     at_256 = ("--load_size", "256", "--crop_size", "256")
     cyclegan_rows = [  # the reference's test also writes the cycles: ours does with --reconstruct
+        ("CycleGAN both ways, our default scale, fp32", ours_cmd("cyc", unaligned), ref_cyc),
         ("CycleGAN both ways, 256x256, fp32", ours_cmd("cyc", unaligned, *at_256), ref_cyc),
         ("CycleGAN both ways, 256x256, bf16", ours_cmd("cyc", unaligned, *at_256, "--mixed_precision", "bf16"),
          ref_cyc),

@@ -2,8 +2,9 @@
 
     python scripts/tile_memory.py [--sizes 512,1024,2048,4096] [--tile 512] [--netG resnet_9blocks] [--ngf 64]
 
-Each measurement runs in a fresh process (random weights, eval mode, no gradients, fp32) and reports its peak resident
-memory (ru_maxrss) and seconds; "whole" is skipped above --max_whole pixels per side (it needs tens of GB at 4096).
+Each measurement runs in a fresh process (random weights, eval mode, no gradients, fp32, channels-last activations as
+in test.py on a CPU) and reports its peak resident memory (ru_maxrss) and seconds; "whole" is skipped above
+--max_whole pixels per side (it needs tens of GB at 4096).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 
 CHILD = """
 import json, resource, sys, time, torch
+from gan_translate.nets.channels_last import use_channels_last_inference
 from gan_translate.nets.generators import build_generator
 from gan_translate.tiles import TiledGenerator
 size, tile, net_g, ngf = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-net = build_generator(net_g, 3, 3, ngf=ngf, norm="instance").eval()
+net = use_channels_last_inference(build_generator(net_g, 3, 3, ngf=ngf, norm="instance").eval())  # as test.py
 if tile:
     net = TiledGenerator(net, tile)
 x = torch.rand(1, 3, size, size) * 2 - 1
