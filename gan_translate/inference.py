@@ -49,6 +49,7 @@ from gan_translate.errors import UserError
 from gan_translate.models import TranslationModel, model_class
 from gan_translate.nets import bare
 from gan_translate.nets.channels_last import use_channels_last_inference
+from gan_translate.nets.fast_style import FastStyleNet
 from gan_translate.nets.generators import ResnetGenerator, UnetGenerator
 from gan_translate.tiles import tiled_generators
 
@@ -147,7 +148,7 @@ def load_model(path: str | Path, *, epoch: str = "latest", device: str | torch.d
     model.to(resolve_device(device))
     model.train(not eval_mode)
     for net in model.modules():  # NHWC activations when translating on a CPU (nets/channels_last.py)
-        if isinstance(net, (ResnetGenerator, UnetGenerator)):
+        if isinstance(net, (ResnetGenerator, UnetGenerator, FastStyleNet)):
             use_channels_last_inference(net)
     return model, options, ckpt
 

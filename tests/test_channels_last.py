@@ -1,5 +1,5 @@
-"""Channels-last inference (nets/channels_last.py): the same outputs as the NCHW forward, NHWC activations inside,
-nothing changed with gradients, and a weight changed in place is seen."""
+"""Channels-last inference (nets/channels_last.py): the same outputs as the NCHW forward (ResNet, U-Net and fast style
+networks), NHWC activations inside, nothing changed with gradients, and a weight changed in place is seen."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gan_translate.nets.channels_last import is_channels_last, use_channels_last_inference
+from gan_translate.nets.fast_style import FastStyleNet
 from gan_translate.nets.generators import build_generator
 
 NETS = [  # (name, norm, dropout)
@@ -95,3 +96,24 @@ def test_a_weight_changed_in_place_is_used() -> None:
                 if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                     module.weight.mul_(-1.5)
         assert torch.allclose(fast(x), plain(x), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("options", [{}, {"norm": "batch", "upsample": "resize"}, {"padding": "reflect_start"}])
+def test_fast_style_network_equals_its_nchw_forward(options: dict) -> None:
+    torch.manual_seed(0)
+    styles = 1 if options.get("norm") == "batch" else 3
+    plain = FastStyleNet(ngf=8, n_styles=styles, **options).eval()
+    for norm in plain.norms():  # per-style (gamma, beta) away from 1 and 0
+        for p in norm.parameters():
+            p.data.normal_(0.5, 0.3)
+    fast = use_channels_last_inference(copy.deepcopy(plain))
+    x = torch.rand(2, 3, 48, 40) * 2 - 1
+    mix = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])[:, :styles]
+    convs: list[torch.Tensor] = []
+    for module in fast.modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
+            module.register_forward_hook(lambda m, args, out: convs.append(out))
+    with torch.inference_mode():
+        expected, got = plain(x, mix), fast(x, mix)
+    assert got.is_contiguous() and torch.allclose(got, expected, atol=2e-5, rtol=0), (got - expected).abs().max()
+    assert convs and all(is_channels_last(o) or o.shape[1] == 1 for o in convs)

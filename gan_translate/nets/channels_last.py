@@ -2,14 +2,15 @@
 
 oneDNN computes convolutions in NHWC (or blocked) layouts. Given the usual NCHW tensors, every call reorders its input
 and its output, and at the large maps of a 256 px image those copies cost as much as a third of a transposed
-convolution (docs/performance.md has the profile). ``use_channels_last_inference(generator)`` makes a generator,
-when it runs without gradients on a CPU, take its input NHWC, keep every activation NHWC and hand back an ordinary
-NCHW output:
+convolution (docs/performance.md has the profile). ``use_channels_last_inference(generator)`` makes a generator
+(``inference.load_model`` switches the ResNet, U-Net and fast style networks), when it runs without gradients on a
+CPU, take its input NHWC, keep every activation NHWC and hand back an ordinary NCHW output:
 
 - convolutions use a channels-last copy of their weight, made once and kept until the weight changes (the
   parameters themselves are not touched: state dicts, saving and training see what they saw);
-- instance norm, whose built-in kernel copies an NHWC map to NCHW first, normalises each image with the NHWC batch
-  norm kernel (one image's batch statistics are its instance statistics);
+- instance norm (``instance_norm``, also used by the fast style network's conditional norm), whose built-in kernel
+  copies an NHWC map to NCHW first, normalises each image with the NHWC batch norm kernel (one image's batch
+  statistics are its instance statistics);
 - the U-Net's small-map products (``small_map_conv``) give their outputs NHWC (``nhwc_output``);
 - dropout (pix2pix keeps it at test time) draws its mask in NCHW order, so seeded outputs do not depend on the layout.
 
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["use_channels_last_inference", "is_channels_last", "inference_weight", "nhwc_output", "conv_transpose"]
+__all__ = ["use_channels_last_inference", "is_channels_last", "inference_weight", "nhwc_output", "conv_transpose",
+           "instance_norm"]
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -83,17 +85,24 @@ class ChannelsLastConvTranspose2d(nn.ConvTranspose2d):
         return conv_transpose(self, x, output_size)
 
 
+def instance_norm(x: torch.Tensor, eps: float = 1e-5, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.instance_norm`` without running statistics; an NHWC map during inference is normalised image by image with
+    the batch norm kernel, which reads NHWC directly (the built-in instance norm copies it to NCHW first, 4-8x slower
+    here): one image's batch statistics are its instance statistics."""
+    if not (is_channels_last(x) and _active(x)) or x.shape[2] * x.shape[3] < 2:
+        return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    images = [F.batch_norm(x[i:i + 1], None, None, weight, bias, True, 0.0, eps) for i in range(x.shape[0])]
+    return images[0] if len(images) == 1 else torch.cat(images)
+
+
 class ChannelsLastInstanceNorm2d(nn.InstanceNorm2d):
-    """``nn.InstanceNorm2d`` that normalises an NHWC map during inference image by image with the batch norm kernel,
-    which reads NHWC directly (the built-in instance norm copies it to NCHW first, 4-8x slower here). Layers that
-    use running statistics keep the built-in path."""
+    """``nn.InstanceNorm2d`` through ``instance_norm``; layers that use running statistics keep the built-in path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (is_channels_last(x) and _active(x)) or self.track_running_stats or x.shape[2] * x.shape[3] < 2:
+        if self.track_running_stats:
             return super().forward(x)
-        images = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
-                  for i in range(x.shape[0])]
-        return images[0] if len(images) == 1 else torch.cat(images)
+        return instance_norm(x, self.eps, self.weight, self.bias)
 
 
 class ChannelsLastDropout(nn.Dropout):
