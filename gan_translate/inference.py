@@ -49,8 +49,10 @@ from gan_translate.errors import UserError
 from gan_translate.models import TranslationModel, model_class
 from gan_translate.nets import bare
 from gan_translate.nets.channels_last import use_channels_last_inference
+from gan_translate.models.adain import AdaINDecoder
 from gan_translate.nets.fast_style import FastStyleNet
 from gan_translate.nets.generators import ResnetGenerator, UnetGenerator
+from gan_translate.nets.vgg import VGG19
 from gan_translate.tiles import tiled_generators
 
 __all__ = ["Translator", "load_translator", "load_model", "resolve_checkpoint", "resolve_device", "uses_batch_stats",
@@ -117,6 +119,10 @@ def uses_batch_stats(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
 
 
+# Networks that translate faster with NHWC activations on a CPU (docs/performance.md, "test.py against the reference").
+CHANNELS_LAST_NETS = (ResnetGenerator, UnetGenerator, FastStyleNet, AdaINDecoder, VGG19)
+
+
 def load_model(path: str | Path, *, epoch: str = "latest", device: str | torch.device | None = None,
                eval_mode: bool = False) -> tuple[TranslationModel, Any, Path]:
     """Builds the model a checkpoint was trained as, with its inference networks loaded.
@@ -148,7 +154,7 @@ def load_model(path: str | Path, *, epoch: str = "latest", device: str | torch.d
     model.to(resolve_device(device))
     model.train(not eval_mode)
     for net in model.modules():  # NHWC activations when translating on a CPU (nets/channels_last.py)
-        if isinstance(net, (ResnetGenerator, UnetGenerator, FastStyleNet)):
+        if isinstance(net, CHANNELS_LAST_NETS):
             use_channels_last_inference(net)
     return model, options, ckpt
 

@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from gan_translate.nets.channels_last import is_channels_last, use_channels_last_inference
+from gan_translate.losses.style import mean_std
+from gan_translate.models.adain import AdaINDecoder, adaptive_instance_norm
 from gan_translate.nets.fast_style import FastStyleNet
+from gan_translate.nets.vgg import VGG19
 from gan_translate.nets.generators import build_generator
 
 NETS = [  # (name, norm, dropout)
@@ -117,3 +120,20 @@ def test_fast_style_network_equals_its_nchw_forward(options: dict) -> None:
         expected, got = plain(x, mix), fast(x, mix)
     assert got.is_contiguous() and torch.allclose(got, expected, atol=2e-5, rtol=0), (got - expected).abs().max()
     assert convs and all(is_channels_last(o) or o.shape[1] == 1 for o in convs)
+
+
+def test_adain_encoder_and_decoder_equal_their_nchw_forward() -> None:
+    torch.manual_seed(0)
+    plain = [VGG19(last_layer="relu4_1", padding="reflect").eval(), AdaINDecoder().eval()]
+    fast = [use_channels_last_inference(copy.deepcopy(net)) for net in plain]
+    content, style = torch.rand(2, 3, 40, 56) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+
+    def stylize(encoder: nn.Module, decoder: nn.Module) -> torch.Tensor:
+        return decoder(adaptive_instance_norm(encoder(content), *mean_std(encoder(style))))
+
+    with torch.inference_mode():
+        expected, got = stylize(*plain), stylize(*fast)
+        features = fast[0](content)
+    assert features.is_contiguous() and got.is_contiguous()
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (got - expected).abs().max()
+

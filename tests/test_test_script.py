@@ -353,3 +353,16 @@ def test_default_batch_size_is_one_for_resnet_generators_on_cpu() -> None:
         model = create_model(options, training=False)
         assert default_batch_size(model, cpu) == expected, (name, extra)
         assert default_batch_size(model, torch.device("meta")) == 4
+
+
+def test_loaded_generators_translate_with_nhwc_activations_on_a_cpu(runs: Path) -> None:
+    from gan_translate.inference import load_model
+    from gan_translate.nets.channels_last import is_channels_last
+
+    model, _, _ = load_model(runs / "cyc", device="cpu", eval_mode=True)
+    layouts: list[bool] = []
+    model.nets["G_A"].model[1].register_forward_hook(lambda m, args, out: layouts.append(is_channels_last(out)))
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        out = model.translate({"A": x})["fake_B"]
+    assert layouts == [True] and out.is_contiguous() and out.shape == x.shape

@@ -3,8 +3,8 @@
 oneDNN computes convolutions in NHWC (or blocked) layouts. Given the usual NCHW tensors, every call reorders its input
 and its output, and at the large maps of a 256 px image those copies cost as much as a third of a transposed
 convolution (docs/performance.md has the profile). ``use_channels_last_inference(generator)`` makes a generator
-(``inference.load_model`` switches the ResNet, U-Net and fast style networks), when it runs without gradients on a
-CPU, take its input NHWC, keep every activation NHWC and hand back an ordinary NCHW output:
+(``inference.load_model`` switches the ResNet, U-Net, fast style and AdaIN networks), when it runs without gradients
+on a CPU, take its input NHWC, keep every activation NHWC and hand back an ordinary NCHW output:
 
 - convolutions use a channels-last copy of their weight, made once and kept until the weight changes (the
   parameters themselves are not touched: state dicts, saving and training see what they saw);
