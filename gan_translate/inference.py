@@ -47,9 +47,9 @@ from gan_translate.data import TestScale, build_transform, get_params, resolve_t
 from gan_translate.engine.checkpoint import CONFIG_FILE, STATE_FILE, find_checkpoint, load_net
 from gan_translate.errors import UserError
 from gan_translate.models import TranslationModel, model_class
+from gan_translate.models.adain import AdaINDecoder
 from gan_translate.nets import bare
 from gan_translate.nets.channels_last import use_channels_last_inference
-from gan_translate.models.adain import AdaINDecoder
 from gan_translate.nets.fast_style import FastStyleNet
 from gan_translate.nets.generators import ResnetGenerator, UnetGenerator
 from gan_translate.nets.vgg import VGG19

@@ -21,6 +21,8 @@ from gan_translate.cli import test_main as run_test_command  # aliased: pytest w
 from gan_translate.engine.checkpoint import find_checkpoint
 from gan_translate.errors import UserError
 from gan_translate.evaluate import inception, runner
+from gan_translate.inference import load_model
+from gan_translate.nets.channels_last import is_channels_last
 from tests.conftest import REPO, tiny_run
 from tests.test_evaluate import tiny_inception_file
 
@@ -356,9 +358,6 @@ def test_default_batch_size_is_one_for_resnet_generators_on_cpu() -> None:
 
 
 def test_loaded_generators_translate_with_nhwc_activations_on_a_cpu(runs: Path) -> None:
-    from gan_translate.inference import load_model
-    from gan_translate.nets.channels_last import is_channels_last
-
     model, _, _ = load_model(runs / "cyc", device="cpu", eval_mode=True)
     layouts: list[bool] = []
     model.nets["G_A"].model[1].register_forward_hook(lambda m, args, out: layouts.append(is_channels_last(out)))
